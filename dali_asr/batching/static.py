@@ -1,0 +1,70 @@
+"""Fixed-size batching, fairseq2's ``DataPipelineBuilder.bucket(batch_size, drop_remainder)``.
+
+Consecutive items are grouped into batches of ``batch_size``; at end of data the last, partial
+batch is emitted unless ``drop_remainder`` is set. Used by Omnilingual's STATIC strategy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Generic, TypeVar
+
+__all__ = ["StaticBatcher", "static_batches"]
+
+T = TypeVar("T")
+
+
+class StaticBatcher(Generic[T]):
+    """Push-style fixed-size batcher with the same shape as :class:`LengthBucketer`.
+
+    Args:
+        batch_size: items per batch (>= 1).
+        drop_remainder: at end of data, discard a last batch that has fewer than ``batch_size``
+            items instead of emitting it.
+
+    Attributes:
+        skipped: ``remainder_dropped`` counts items discarded by :meth:`flush`.
+    """
+
+    def __init__(self, batch_size: int, *, drop_remainder: bool = False) -> None:
+        if batch_size < 1:
+            raise ValueError(f"`batch_size` must be greater than zero, but is {batch_size}.")
+        self.batch_size = batch_size
+        self.drop_remainder = drop_remainder
+        self._pending: list[T] = []
+        self.skipped: dict[str, int] = {"remainder_dropped": 0}
+
+    @property
+    def num_waiting(self) -> int:
+        """Items held in the current, not yet full batch."""
+        return len(self._pending)
+
+    def push(self, item: T) -> list[T] | None:
+        """Add ``item``; return the batch if it is now full."""
+        self._pending.append(item)
+        if len(self._pending) < self.batch_size:
+            return None
+        batch, self._pending = self._pending, []
+        return batch
+
+    def flush(self) -> Iterator[list[T]]:
+        """Emit the partial last batch (if any and allowed); leaves the batcher empty."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        if self.drop_remainder:
+            self.skipped["remainder_dropped"] += len(batch)
+            return
+        yield batch
+
+
+def static_batches(
+    items: Iterable[T], batch_size: int, *, drop_remainder: bool = False
+) -> Iterator[list[T]]:
+    """Yield consecutive batches of ``batch_size`` items (see :class:`StaticBatcher`)."""
+    batcher: StaticBatcher[T] = StaticBatcher(batch_size, drop_remainder=drop_remainder)
+    for item in items:
+        batch = batcher.push(item)
+        if batch is not None:
+            yield batch
+    yield from batcher.flush()

@@ -1,0 +1,260 @@
+"""``AsrLoader``: the object a training loop iterates.
+
+Threads: a planning thread reads row groups, filters, tokenizes and batches (bounded queue);
+a feeding thread hands the planned batches to DALI, whose own threads decode ahead
+(``prefetch_queue_depth``), and collates DALI's outputs into ``Seq2SeqBatch`` objects
+(bounded queue of ``num_prefetch``). The training loop only takes finished batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dali_asr.batch import Seq2SeqBatch
+from dali_asr.collate import collate_audio, collate_targets, padding_mask, to_torch_audio
+from dali_asr.config import ConfigError, LoaderConfig, SyncMode, load_config
+from dali_asr.graph import FeatureSpec, build_pipeline
+from dali_asr.planning import Example, SinglePassPlanner, max_batch_size
+from dali_asr.report import SkipReport
+from dali_asr.storage.discovery import discover_split, resolve_dataset_root
+from dali_asr.storage.row_groups import ParquetFiles
+from dali_asr.text import Tokenizer, load_tokenizer
+
+log = logging.getLogger(__name__)
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def is_training_stream(split: str, sync_mode: SyncMode) -> bool:
+    """The reference's rule (§3.2): an endless, shuffled mixture stream."""
+    return "train" in split and sync_mode is SyncMode.UNTIL_FIRST
+
+
+def resolve_device(setting: str) -> str:
+    if setting == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if setting == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("config key dali_asr.device: 'gpu' asked for, but CUDA is not available")
+    return setting
+
+
+class AsrLoader:
+    """Iterate ``Seq2SeqBatch`` objects over one split of an Omnilingual parquet dataset.
+
+    ``data`` is the dataset root (the folder holding ``corpus=*``, or one wrapping a single
+    ``version=*``); ``config`` a LoaderConfig or a YAML path; ``tokenizer`` a SentencePiece
+    model path, a Tokenizer, or None for the built-in character vocabulary of ``data``.
+    Each ``iter()`` is one epoch.
+    """
+
+    def __init__(
+        self,
+        data: str | Path,
+        split: str = "train",
+        config: LoaderConfig | str | Path | None = None,
+        tokenizer: Tokenizer | str | Path | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, LoaderConfig) else load_config(config)
+        self.config.validate()
+        self.task = self.config.asr_task_config
+        self.split = split
+        storage = self.config.mixture_parquet_storage_config
+        if is_training_stream(split, storage.sync_mode):
+            raise ConfigError(
+                f"split {split!r} with sync_mode UNTIL_FIRST is a training stream (endless "
+                "weighted mixture), which dali-asr does not build yet; set "
+                "mixture_parquet_storage_config: {sync_mode: UNTIL_LAST} for one pass"
+            )
+        self.root = resolve_dataset_root(data)
+        self.files = ParquetFiles(discover_split(self.root, split))
+        self.files.check_all()
+        if isinstance(tokenizer, Tokenizer):
+            self.tokenizer = tokenizer
+        else:
+            self.tokenizer = load_tokenizer(None if tokenizer is None else Path(tokenizer),
+                                            self.root)
+        self.device = resolve_device(self.config.dali_asr.device)
+        self.report = SkipReport()
+        self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
+        self._warn_unimplemented()
+        self._len: int | None = None
+        self._epoch: _Epoch | None = None
+        self.epochs_started = 0
+
+    def _warn_unimplemented(self) -> None:
+        for key in ("example_shuffle_window", "batch_shuffle_window"):
+            if getattr(self.task, key) != 1:
+                log.warning(
+                    "asr_task_config.%s=%d is not implemented yet; order is kept (as with 1)",
+                    key, getattr(self.task, key),
+                )  # fmt: skip
+
+    def planner(self, report: SkipReport | None = None) -> SinglePassPlanner:
+        """A planner over this split; ``batches()`` gives the plan without decoding audio."""
+        return SinglePassPlanner(self.files, self.task, self.tokenizer, report)
+
+    def __len__(self) -> int:
+        """Batches per epoch, from a metadata-only planning pass (cached)."""
+        if self._len is None:
+            self._len = sum(1 for _ in self.planner(SkipReport()).batches())
+        return self._len
+
+    def __iter__(self) -> Iterator[Seq2SeqBatch]:
+        if self._epoch is not None:
+            self._epoch.close()
+        self._epoch = _Epoch(self)
+        self.epochs_started += 1
+        return self._epoch
+
+    def close(self) -> None:
+        """Stop the threads of the running epoch; safe to call more than once."""
+        if self._epoch is not None:
+            self._epoch.close()
+            self._epoch = None
+
+    def __enter__(self) -> AsrLoader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def make_batch(self, examples: list[Example], features: list[np.ndarray]) -> Seq2SeqBatch:
+        """Collate one planned batch and its features (the CPU path: NumPy reference)."""
+        dtype = self.config.output_dtype
+        lengths = np.array([len(f) for f in features], dtype=np.int64)
+        source = collate_audio(features, self.config.dali_asr.pad_to_multiple)
+        tokens = [ex.tokens for ex in examples]
+        targets = collate_targets(tokens, self.tokenizer.pad_idx)
+        files = self.files.files
+        return Seq2SeqBatch(
+            source_seqs=to_torch_audio(source, dtype),
+            source_seq_lens=torch.from_numpy(lengths),
+            source_padding_mask=torch.from_numpy(padding_mask(lengths, source.shape[1])),
+            target_seqs=torch.from_numpy(targets),
+            target_seq_lens=torch.tensor([len(t) for t in tokens], dtype=torch.int64),
+            keys=[self.planner_key(ex) for ex in examples],
+            language=[files[ex.file_index].language for ex in examples],
+            corpus=[files[ex.file_index].corpus for ex in examples],
+            split=[files[ex.file_index].split for ex in examples],
+            text=[ex.text for ex in examples],
+        )
+
+    def planner_key(self, ex: Example):
+        from dali_asr.report import ExampleKey
+
+        return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
+
+
+class _Epoch(Iterator[Seq2SeqBatch]):
+    """One pass: its threads, queues and DALI pipeline. Closing it stops the threads."""
+
+    def __init__(self, loader: AsrLoader) -> None:
+        self.loader = loader
+        depth = loader.config.dali_asr.prefetch_queue_depth
+        self._planned: queue.Queue = queue.Queue(maxsize=depth + 1)
+        self._ready: queue.Queue = queue.Queue(maxsize=max(1, loader.task.num_prefetch))
+        self._stop = threading.Event()
+        self._in_dali: deque[list[Example]] = deque()
+        self._threads = [
+            threading.Thread(target=self._plan, name="dali-asr-plan", daemon=True),
+            threading.Thread(target=self._feed, name="dali-asr-feed", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _put(self, q: queue.Queue, item: object) -> bool:
+        """Put unless stopped; False when the epoch was closed meanwhile."""
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _get(self, q: queue.Queue) -> object:
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
+
+    def _plan(self) -> None:
+        try:
+            for batch in self.loader.planner(self.loader.report).batches(with_audio=True):
+                if not self._put(self._planned, batch):
+                    return
+            self._put(self._planned, _END)
+        except BaseException as e:  # noqa: BLE001 - handed to the training loop
+            self._put(self._planned, _Failure(e))
+
+    def _source(self) -> list[np.ndarray]:
+        # Called by DALI (from the feeding thread) for each iteration it schedules.
+        item = self._get(self._planned)
+        if item is _END or isinstance(item, _Failure):
+            self._source_end = item
+            raise StopIteration
+        self._in_dali.append(item)
+        return [ex.audio for ex in item]
+
+    def _feed(self) -> None:
+        loader = self.loader
+        self._source_end: object = _END
+        try:
+            settings = loader.config.dali_asr
+            pipe = build_pipeline(
+                self._source,
+                loader.spec,
+                max_batch_size=max_batch_size(loader.task),
+                num_threads=settings.num_threads,
+                device=loader.device,
+                device_id=settings.device_id,
+                prefetch_queue_depth=settings.prefetch_queue_depth,
+            )
+            pipe.build()
+            while not self._stop.is_set():
+                try:
+                    (features,) = pipe.run()
+                except StopIteration:
+                    break
+                examples = self._in_dali.popleft()
+                arrays = [np.asarray(features[i]) for i in range(len(examples))]
+                if not self._put(self._ready, loader.make_batch(examples, arrays)):
+                    return
+            end = self._source_end
+            self._put(self._ready, end if isinstance(end, _Failure) else _END)
+        except BaseException as e:  # noqa: BLE001 - handed to the training loop
+            self._put(self._ready, _Failure(e))
+
+    def __next__(self) -> Seq2SeqBatch:
+        item = self._get(self._ready)
+        if item is _END:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self.close()
+            raise item.error
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout=10)

@@ -1,0 +1,139 @@
+"""Open parquet files with a schema check and read them row group by row group.
+
+Only the needed columns are read. The audio column comes back as one values buffer and its
+offsets (zero-copy NumPy views), never as per-row Python objects.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dali_asr.storage.discovery import DataFile, DatasetError
+
+AUDIO = "audio_bytes"
+LENGTH = "audio_size"
+TEXT = "text"
+
+
+def _is_audio_type(t: pa.DataType) -> bool:
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return t.value_type in (pa.int8(), pa.uint8())
+    return pa.types.is_binary(t) or pa.types.is_large_binary(t)
+
+
+_EXPECTED = {
+    TEXT: ("string", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+    AUDIO: ("list<int8> (the bytes of an encoded audio file)", _is_audio_type),
+    LENGTH: ("an integer type (samples at 16 kHz)", pa.types.is_integer),
+}
+
+
+def check_schema(schema: pa.Schema, file: DataFile) -> None:
+    """Raise DatasetError naming the file and column when a needed column is absent or mistyped."""
+    for name, (expected, ok) in _EXPECTED.items():
+        index = schema.get_field_index(name)
+        if index < 0:
+            raise DatasetError(
+                f"{file.rel}: missing column {name!r} (expected {expected}; "
+                f"columns found: {', '.join(schema.names)})"
+            )
+        actual = schema.field(index).type
+        if not ok(actual):
+            raise DatasetError(f"{file.rel}: column {name!r} has type {actual}, expected {expected}")
+
+
+@dataclass(frozen=True)
+class RowGroupRef:
+    """One row group: the unit read, shuffled and sharded."""
+
+    file_index: int
+    row_group: int
+    num_rows: int
+
+
+@dataclass
+class AudioColumn:
+    """The encoded audio of one row group: row i is ``values[offsets[i]:offsets[i + 1]]``."""
+
+    values: np.ndarray
+    offsets: np.ndarray
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+
+class ParquetFiles:
+    """The files of a split, opened lazily (a few handles kept) and schema-checked once."""
+
+    def __init__(self, files: list[DataFile], max_open: int = 16) -> None:
+        self.files = files
+        self._open: OrderedDict[int, pq.ParquetFile] = OrderedDict()
+        self._max_open = max_open
+        self._checked: set[int] = set()
+
+    def handle(self, index: int) -> pq.ParquetFile:
+        pf = self._open.get(index)
+        if pf is not None:
+            self._open.move_to_end(index)
+            return pf
+        file = self.files[index]
+        try:
+            pf = pq.ParquetFile(file.path)
+        except (OSError, pa.ArrowException) as e:
+            raise DatasetError(f"{file.rel}: cannot open as parquet: {e}") from e
+        if index not in self._checked:
+            check_schema(pf.schema_arrow, file)
+            self._checked.add(index)
+        self._open[index] = pf
+        if len(self._open) > self._max_open:
+            self._open.popitem(last=False)
+        return pf
+
+    def check_all(self) -> None:
+        """Open every file once: schema errors surface at start, not mid-epoch."""
+        for i in range(len(self.files)):
+            self.handle(i)
+
+    def row_groups(self) -> list[RowGroupRef]:
+        """Every row group of the split, in file order."""
+        refs = []
+        for i in range(len(self.files)):
+            meta = self.handle(i).metadata
+            refs.extend(
+                RowGroupRef(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
+            )
+        return refs
+
+    def read(self, ref: RowGroupRef, columns: list[str]) -> pa.Table:
+        try:
+            return self.handle(ref.file_index).read_row_group(ref.row_group, columns=columns)
+        except (OSError, pa.ArrowException) as e:
+            rel = self.files[ref.file_index].rel
+            raise DatasetError(f"{rel}: cannot read row group {ref.row_group}: {e}") from e
+
+    def audio_column(self, table: pa.Table, ref: RowGroupRef) -> AudioColumn:
+        """The audio of a row group read with ``read`` (zero-copy views of its buffers)."""
+        column = table.column(AUDIO).combine_chunks()
+        if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+            buffers = column.buffers()
+            offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32
+            offsets = np.frombuffer(buffers[1], offset_type)[
+                column.offset : column.offset + len(column) + 1
+            ]
+            values = np.frombuffer(buffers[2], np.uint8)
+        else:
+            # Offsets of a (sliced) list array index the unsliced values: no rebasing needed.
+            offsets = column.offsets.to_numpy()
+            values = column.values.to_numpy(zero_copy_only=False).view(np.uint8)
+        if len(offsets) != ref.num_rows + 1:
+            rel = self.files[ref.file_index].rel
+            raise DatasetError(
+                f"{rel}: row group {ref.row_group} has {len(offsets) - 1} audio rows, "
+                f"metadata says {ref.num_rows}"
+            )
+        return AudioColumn(values, offsets.astype(np.int64, copy=False))
