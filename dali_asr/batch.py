@@ -28,6 +28,8 @@ class Seq2SeqBatch:
     corpus: list[str] = field(default_factory=list)
     split: list[str] = field(default_factory=list)
     text: list[str] = field(default_factory=list)
+    audio_size: list[int] = field(default_factory=list)
+    """Samples at 16 kHz per example, as stored in the dataset."""
 
     @property
     def batch_size(self) -> int:

@@ -25,7 +25,7 @@ def collate_audio(samples: Sequence[np.ndarray], pad_to_multiple: int = 1) -> np
     width = padded_width(lengths, pad_to_multiple)
     tail = samples[0].shape[1:] if samples else ()
     out = np.empty((len(samples), width, *tail), dtype=np.float32)
-    for i, (s, n) in enumerate(zip(samples, lengths)):
+    for i, (s, n) in enumerate(zip(samples, lengths, strict=True)):
         out[i, :n] = s
         out[i, n:] = 0
     return out

@@ -23,7 +23,7 @@ from dali_asr.collate import collate_audio, collate_targets, padding_mask, to_to
 from dali_asr.config import ConfigError, LoaderConfig, SyncMode, load_config
 from dali_asr.graph import FeatureSpec, build_pipeline
 from dali_asr.planning import Example, SinglePassPlanner, max_batch_size
-from dali_asr.report import SkipReport
+from dali_asr.report import ExampleKey, SkipReport
 from dali_asr.storage.discovery import discover_split, resolve_dataset_root
 from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.text import Tokenizer, load_tokenizer
@@ -134,6 +134,9 @@ class AsrLoader:
     def __del__(self) -> None:
         self.close()
 
+    def planner_key_of(self, ex: Example) -> ExampleKey:
+        return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
+
     def make_batch(self, examples: list[Example], features: list[np.ndarray]) -> Seq2SeqBatch:
         """Collate one planned batch and its features (the CPU path: NumPy reference)."""
         dtype = self.config.output_dtype
@@ -148,17 +151,13 @@ class AsrLoader:
             source_padding_mask=torch.from_numpy(padding_mask(lengths, source.shape[1])),
             target_seqs=torch.from_numpy(targets),
             target_seq_lens=torch.tensor([len(t) for t in tokens], dtype=torch.int64),
-            keys=[self.planner_key(ex) for ex in examples],
+            keys=[self.planner_key_of(ex) for ex in examples],
             language=[files[ex.file_index].language for ex in examples],
             corpus=[files[ex.file_index].corpus for ex in examples],
             split=[files[ex.file_index].split for ex in examples],
             text=[ex.text for ex in examples],
+            audio_size=[ex.audio_size for ex in examples],
         )
-
-    def planner_key(self, ex: Example):
-        from dali_asr.report import ExampleKey
-
-        return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
 
 
 class _Epoch(Iterator[Seq2SeqBatch]):
@@ -202,7 +201,7 @@ class _Epoch(Iterator[Seq2SeqBatch]):
                 if not self._put(self._planned, batch):
                     return
             self._put(self._planned, _END)
-        except BaseException as e:  # noqa: BLE001 - handed to the training loop
+        except BaseException as e:
             self._put(self._planned, _Failure(e))
 
     def _source(self) -> list[np.ndarray]:
@@ -240,7 +239,7 @@ class _Epoch(Iterator[Seq2SeqBatch]):
                     return
             end = self._source_end
             self._put(self._ready, end if isinstance(end, _Failure) else _END)
-        except BaseException as e:  # noqa: BLE001 - handed to the training loop
+        except BaseException as e:
             self._put(self._ready, _Failure(e))
 
     def __next__(self) -> Seq2SeqBatch:

@@ -49,7 +49,9 @@ def make_batcher(task: AsrTaskConfig) -> LengthBucketer[Example] | StaticBatcher
         num_seqs_multiple_of=task.num_seqs_multiple_of,
         max_bucket_size=task.max_bucket_size,
     )
-    return LengthBucketer(sizes, min_data_len=task.min_audio_len, drop_remainder=task.drop_remainder)
+    return LengthBucketer(
+        sizes, min_data_len=task.min_audio_len, drop_remainder=task.drop_remainder
+    )
 
 
 def max_batch_size(task: AsrTaskConfig) -> int:
@@ -114,7 +116,7 @@ class SinglePassPlanner:
         tokens, reasons = self.text_filter.apply_batch(sizes[rows], texts)
         audio = self.files.audio_column(table, ref) if with_audio else None
         unk = self.tokenizer.unk_idx
-        for r, text, tok, reason in zip(rows.tolist(), texts, tokens, reasons):
+        for r, text, tok, reason in zip(rows.tolist(), texts, tokens, reasons, strict=True):
             if reason is not None:
                 self.report.add(ExampleKey(self._rel(ref), ref.row_group, r), reason)
                 continue

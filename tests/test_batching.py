@@ -5,18 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import random
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    # Lets a bare `pytest` run from a checkout where the package is not installed.
-    sys.path.insert(0, str(REPO_ROOT))
-
-from dali_asr.batching import (  # noqa: E402
+from dali_asr.batching import (
     LengthBucketer,
     StaticBatcher,
     bucket_by_length,
@@ -26,13 +20,14 @@ from dali_asr.batching import (  # noqa: E402
     static_batches,
 )
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 VECTORS_PATH = REPO_ROOT.parent / "shared" / "reference" / "bucket-vectors.json"
 
 
 @pytest.fixture(scope="module")
 def vectors() -> dict[str, Any]:
     if not VECTORS_PATH.is_file():
-        pytest.skip(f"golden vectors not found at {VECTORS_PATH}")
+        pytest.fail(f"golden vectors not found at {VECTORS_PATH} (CI has ../shared)")
     return json.loads(VECTORS_PATH.read_text())
 
 

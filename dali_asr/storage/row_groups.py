@@ -44,7 +44,9 @@ def check_schema(schema: pa.Schema, file: DataFile) -> None:
             )
         actual = schema.field(index).type
         if not ok(actual):
-            raise DatasetError(f"{file.rel}: column {name!r} has type {actual}, expected {expected}")
+            raise DatasetError(
+                f"{file.rel}: column {name!r} has type {actual}, expected {expected}"
+            )
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,236 @@
+"""The ``dali-asr`` command: ``plan``, ``run`` and ``demo``.
+
+Standard output carries only the command's data; logs, warnings, counters and progress bars go
+to standard error. Exit 0 when the run completed (skips included), 2 for a usage or config
+error, 1 when it could not complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from dali_asr.config import ConfigError, LoaderConfig, config_from_dict, load_config
+from dali_asr.storage.discovery import DatasetError
+
+log = logging.getLogger("dali_asr")
+
+DEMO_TASK = {
+    "min_audio_len": 16_000,
+    "max_audio_len": 480_000,
+    "max_num_elements": 960_000,
+    "num_seqs_multiple_of": 8,
+    "example_shuffle_window": 1,
+    "batch_shuffle_window": 1,
+}
+
+
+def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
+    p.add_argument("--data", required=data_required, type=Path,
+                   help="dataset root (holding corpus=... folders, or one version=* folder)")
+    p.add_argument("--split", default="train", help="split, or <split>_<corpus> (default train)")
+    p.add_argument("--config", type=Path, help="YAML: asr_task_config / "
+                   "mixture_parquet_storage_config / dali_asr sections, or an Omnilingual recipe")
+    p.add_argument("--tokenizer", type=Path, help="SentencePiece model (default: a character "
+                   "vocabulary built from the dataset's text)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dali-asr", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="print the batch plan as JSON lines (no audio decoded)")
+    _common(plan)
+    plan.add_argument("--max-batches", type=int, help="stop after N batches")
+    run = sub.add_parser("run", help="iterate the real loader and print a summary")
+    _common(run)
+    _run_options(run)
+    demo = sub.add_parser("demo", help="build the demo dataset and run the loader on it")
+    _common(demo, data_required=False)
+    _run_options(demo)
+    demo.add_argument("--out", type=Path, help="where to build the demo dataset "
+                      "(default: $XDG_CACHE_HOME/dali-asr/demo)")
+    demo.add_argument("--seed", type=int, default=2026, help="demo dataset seed")
+    return parser
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=1, help="passes over the split (default 1)")
+    p.add_argument("--max-batches", type=int, help="stop after N batches in all")
+    p.add_argument("--dump-batches", type=Path,
+                   help="write one JSON line per batch (keys, shapes, sums) to this file")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "plan":
+            return cmd_plan(args)
+        if args.command == "run":
+            return cmd_run(args, _config(args.config))
+        return cmd_demo(args)
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
+        print(f"dali-asr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dali-asr: interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:
+        log.debug("failure", exc_info=True)
+        print(f"dali-asr: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def _config(path: Path | None) -> LoaderConfig:
+    return load_config(path)
+
+
+def _loader(args: argparse.Namespace, config: LoaderConfig):
+    from dali_asr.loader import AsrLoader
+
+    return AsrLoader(args.data, args.split, config, args.tokenizer)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from dali_asr.planning import SinglePassPlanner
+
+    loader = _loader(args, _config(args.config))
+    planner: SinglePassPlanner = loader.planner(loader.report)
+    files = loader.files.files
+    out = sys.stdout
+    for i, batch in enumerate(planner.batches()):
+        if args.max_batches is not None and i >= args.max_batches:
+            break
+        examples = []
+        for ex in batch:
+            f = files[ex.file_index]
+            examples.append({
+                "corpus": f.corpus, "language": f.language, "split": f.split, "file": f.rel,
+                "row_group": ex.row_group, "row": ex.row, "audio_size": ex.audio_size,
+                "text": ex.text,
+            })  # fmt: skip
+        out.write(json.dumps({"batch": i, "examples": examples}, ensure_ascii=False) + "\n")
+    out.flush()
+    print(loader.report.summary(), file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, config: LoaderConfig) -> int:
+    from tqdm import tqdm
+
+    loader = _loader(args, config)
+    total = len(loader) * args.epochs
+    if args.max_batches is not None:
+        total = min(total, args.max_batches)
+    stats = _RunStats(loader.spec.use_fbank)
+    dump = open(args.dump_batches, "w", encoding="utf-8") if args.dump_batches else None  # noqa: SIM115
+    start = time.perf_counter()
+    try:
+        with tqdm(total=total, unit="batch", file=sys.stderr, disable=None) as bar:
+            for _ in range(args.epochs):
+                for batch in loader:
+                    if stats.batches == total:
+                        break
+                    stats.add(batch)
+                    if dump is not None:
+                        dump.write(json.dumps(_dump_record(stats.batches - 1, batch)) + "\n")
+                    bar.update(1)
+                if stats.batches == total:
+                    break
+    finally:
+        loader.close()
+        if dump is not None:
+            dump.close()
+    stats.print(time.perf_counter() - start, sys.stdout)
+    print(loader.report.summary(), file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dali_asr.demo_data import make_demo_dataset
+
+    if args.data is None:
+        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        out = args.out or cache / "dali-asr" / "demo"
+        args.data = make_demo_dataset(out, seed=args.seed)
+        log.info("demo dataset at %s", args.data)
+    if args.config is not None:
+        config = load_config(args.config)
+    else:
+        config = config_from_dict({
+            "asr_task_config": DEMO_TASK,
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        })  # fmt: skip
+    return cmd_run(args, config)
+
+
+def _dump_record(index: int, batch) -> dict:
+    """Float64 sums over the unpadded source values, for batch-by-batch comparisons."""
+    import torch
+
+    total = 0.0
+    total_abs = 0.0
+    for row, n in zip(batch.source_seqs, batch.source_seq_lens.tolist(), strict=True):
+        values = row[:n].to(torch.float64)
+        total += float(values.sum())
+        total_abs += float(values.abs().sum())
+    return {
+        "batch": index,
+        "keys": [k.as_dict() for k in batch.keys],
+        "source_shape": list(batch.source_seqs.shape),
+        "source_seq_lens": batch.source_seq_lens.tolist(),
+        "source_sum": total,
+        "source_abs_sum": total_abs,
+    }
+
+
+class _RunStats:
+    """Totals for the summary printed by ``run`` and ``demo``."""
+
+    def __init__(self, fbank: bool) -> None:
+        self.fbank = fbank
+        self.batches = 0
+        self.examples = 0
+        self.real = 0
+        self.padded = 0
+        self.samples = 0
+        self.languages: Counter[str] = Counter()
+
+    def add(self, batch) -> None:
+        self.batches += 1
+        self.examples += batch.batch_size
+        self.real += batch.num_source_elements
+        self.padded += batch.batch_size * int(batch.source_seqs.shape[1])
+        # Audio seconds come from the planned audio_size, also on the fbank path (frames).
+        self.samples += sum(batch.audio_size)
+        self.languages.update(batch.language)
+
+    def print(self, seconds: float, out) -> None:
+        audio_s = self.samples / 16_000
+        lines = [
+            f"batches            {self.batches}",
+            f"examples           {self.examples}",
+            f"audio hours        {audio_s / 3600:.3f}",
+            f"padding efficiency {self.real / self.padded if self.padded else 1.0:.3f}",
+            f"audio s per s      {audio_s / seconds if seconds else 0.0:.0f}",
+            f"wall seconds       {seconds:.2f}",
+            "languages (share of examples):",
+        ]
+        for lang, n in sorted(self.languages.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  {lang:<10} {n / max(1, self.examples):.3f}")
+        print("\n".join(lines), file=out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

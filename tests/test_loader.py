@@ -1,0 +1,162 @@
+"""End to end on real data: parquet → plan → DALI (CPU) → collation → Seq2SeqBatch."""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+
+from dali_asr.batch import Seq2SeqBatch
+from dali_asr.config import ConfigError, LoaderConfig, config_from_dict
+from dali_asr.loader import AsrLoader
+
+LENGTH_TASK = {
+    "min_audio_len": 16_000,
+    "max_audio_len": 480_000,
+    "max_num_elements": 960_000,
+    "num_seqs_multiple_of": 8,
+    "example_shuffle_window": 1,
+    "batch_shuffle_window": 1,
+}
+
+
+def make_config(**task: object) -> LoaderConfig:
+    dali = task.pop("dali_asr", {})
+    return config_from_dict({
+        "asr_task_config": {**LENGTH_TASK, **task},
+        "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        "dali_asr": dali,
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def length_epoch(espeak_root: Path, espeak_tokenizer: Path) -> tuple[AsrLoader, list[Seq2SeqBatch]]:
+    loader = AsrLoader(espeak_root, "train", make_config(), espeak_tokenizer)
+    return loader, list(loader)
+
+
+def _decode_key(root: Path, key) -> np.ndarray:
+    table = pq.ParquetFile(root / key.file).read_row_group(key.row_group, columns=["audio_bytes"])
+    blob = np.asarray(table.column(0)[key.row].as_py(), dtype=np.int8).view(np.uint8)
+    audio, _ = sf.read(io.BytesIO(blob.tobytes()), dtype="float32")
+    return audio
+
+
+def test_every_example_exactly_once(length_epoch, espeak_root: Path) -> None:
+    loader, batches = length_epoch
+    keys = [k for b in batches for k in b.keys]
+    assert len(keys) == len(set(keys)) == 466
+    planned = [loader.planner_key_of(ex) for b in loader.planner().batches() for ex in b]
+    assert keys == planned
+    # everything the split holds is either delivered or counted as skipped
+    total_rows = sum(
+        pq.ParquetFile(f.path).metadata.num_rows for f in loader.files.files
+    )
+    skipped = sum(
+        n for r, n in loader.report.counts.items() if r in ("audio_too_short", "audio_too_long")
+    )
+    assert len(keys) + loader.report.total >= total_rows
+    assert total_rows - len(keys) == 14 and skipped == 14
+
+
+def test_reference_plan_facts(length_epoch) -> None:
+    """baseline.md: 50 batches, sizes {2..9, 16, 24, 32, 40}, first batch 5 x 187,229."""
+    loader, batches = length_epoch
+    assert len(batches) == len(loader) == 50
+    assert {b.batch_size for b in batches} == {2, 3, 4, 5, 6, 7, 8, 9, 16, 24, 32, 40}
+    assert tuple(batches[0].source_seqs.shape) == (5, 187_229)
+    real = sum(b.num_source_elements for b in batches)
+    padded = sum(b.batch_size * b.source_seqs.shape[1] for b in batches)
+    assert round(real / padded, 3) == 0.936
+
+
+def test_shapes_lengths_masks_and_padding(length_epoch) -> None:
+    loader, batches = length_epoch
+    pad = loader.tokenizer.pad_idx
+    for b in batches:
+        bsz, width = b.source_seqs.shape
+        assert b.source_seqs.dtype == torch.float32
+        assert b.source_seq_lens.tolist() == b.audio_size  # decoded length == audio_size
+        assert int(b.source_seq_lens.max()) == width
+        assert b.source_padding_mask.shape == (bsz, width)
+        steps = torch.arange(width)[None, :]
+        assert torch.equal(b.source_padding_mask, steps >= b.source_seq_lens[:, None])
+        assert torch.all(b.source_seqs[b.source_padding_mask] == 0)
+        assert b.target_seqs.dtype == torch.int64
+        assert b.target_seqs.shape == (bsz, int(b.target_seq_lens.max()))
+        for i, n in enumerate(b.target_seq_lens.tolist()):
+            assert torch.all(b.target_seqs[i, n:] == pad)
+            assert torch.all(b.target_seqs[i, :n] != pad)
+        assert len(b.keys) == len(b.language) == len(b.corpus) == len(b.text) == bsz
+        assert all(s == "train" for s in b.split)
+
+
+def test_waveform_values_match_soundfile(length_epoch, espeak_root: Path) -> None:
+    loader, batches = length_epoch
+    for b in (batches[0], batches[-1]):
+        for i, key in enumerate(b.keys):
+            ref = _decode_key(loader.root, key)
+            n = int(b.source_seq_lens[i])
+            np.testing.assert_allclose(b.source_seqs[i, :n].numpy(), ref, atol=1e-5, rtol=0)
+
+
+def test_targets_are_the_tokenized_text(length_epoch) -> None:
+    loader, batches = length_epoch
+    b = batches[3]
+    for i, text in enumerate(b.text):
+        n = int(b.target_seq_lens[i])
+        assert b.target_seqs[i, :n].tolist() == loader.tokenizer.encode(text).tolist()
+
+
+def test_static_batching_and_epochs(espeak_root: Path, espeak_tokenizer: Path) -> None:
+    config = make_config(batching_strategy="STATIC", batch_size=8)
+    loader = AsrLoader(espeak_root, "train", config, espeak_tokenizer)
+    first = [b.keys for b in loader]
+    second = [b.keys for b in loader]
+    assert first == second
+    assert [len(k) for k in first] == [8] * 58 + [2]
+    assert len(loader) == 59
+
+
+def test_bfloat16_fbank_and_normalized_waveform(espeak_root: Path, espeak_tokenizer: Path) -> None:
+    config = make_config(use_fbank=True, max_num_batches=3, dali_asr={"dtype": "bfloat16"})
+    batches = list(AsrLoader(espeak_root, "dev", config, espeak_tokenizer))
+    assert len(batches) == 3
+    for b in batches:
+        assert b.source_seqs.dtype == torch.bfloat16
+        assert b.source_seqs.ndim == 3 and b.source_seqs.shape[2] == 80
+        assert b.source_seq_lens.tolist() == [1 + (n - 400) // 160 for n in b.audio_size]
+        assert torch.all(b.source_seqs[b.source_padding_mask] == 0)
+    config = make_config(normalize_audio=True, max_num_batches=2)
+    for b in AsrLoader(espeak_root, "dev", config, espeak_tokenizer):
+        for i, n in enumerate(b.source_seq_lens.tolist()):
+            row = b.source_seqs[i, :n].double()
+            assert abs(float(row.mean())) < 1e-4 and abs(float(row.std()) - 1) < 1e-3
+
+
+def test_training_stream_is_a_clear_error(espeak_root: Path) -> None:
+    with pytest.raises(ConfigError, match="UNTIL_LAST"):
+        AsrLoader(espeak_root, "train", None)
+
+
+def test_builtin_char_tokenizer_and_to(espeak_root: Path) -> None:
+    loader = AsrLoader(espeak_root, "dev", make_config(max_num_batches=1))
+    (batch,) = list(loader)
+    assert loader.tokenizer.pad_idx == 1
+    moved = batch.to("cpu")
+    assert torch.equal(moved.source_seqs, batch.source_seqs)
+
+
+def test_close_is_idempotent_and_stops_threads(espeak_root: Path, espeak_tokenizer) -> None:
+    loader = AsrLoader(espeak_root, "train", make_config(), espeak_tokenizer)
+    it = iter(loader)
+    next(it)
+    loader.close()
+    loader.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("dali-asr")]
