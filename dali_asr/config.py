@@ -283,8 +283,10 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> LoaderConfi
     doc = dict(doc)
     sections: dict[str, Any] = {}
     extra: dict[str, Any] = {}
+    where = ""
     if "dataset" in doc:
         sections, extra = _from_recipe(doc, source)
+        where = "dataset."
     else:
         unknown = sorted(k for k in doc if k not in _SECTIONS)
         if unknown:
@@ -300,12 +302,12 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> LoaderConfi
         extra = {**extra, **own}
     cfg = LoaderConfig(
         asr_task_config=_build(
-            AsrTaskConfig, sections.get("asr_task_config"), "asr_task_config"
+            AsrTaskConfig, sections.get("asr_task_config"), f"{where}asr_task_config"
         ),
         mixture_parquet_storage_config=_build(
             MixtureParquetStorageConfig,
             sections.get("mixture_parquet_storage_config"),
-            "mixture_parquet_storage_config",
+            f"{where}mixture_parquet_storage_config",
         ),
         dali_asr=_build(DaliAsrSettings, extra or None, "dali_asr"),
     )
@@ -322,7 +324,8 @@ def _from_recipe(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], dict
         raise ConfigError(f"{source}: 'dataset' must be a mapping")
     unknown = sorted(set(dataset) - _DATASET_KEYS)
     if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in dataset: {', '.join(unknown)}")
+        names = ", ".join(f"dataset.{k}" for k in unknown)
+        raise ConfigError(f"{source}: unknown config key(s) {names}")
     storage_mode = dataset.get("storage_mode", "MIXTURE_PARQUET")
     if storage_mode != "MIXTURE_PARQUET":
         raise ConfigError(
@@ -330,7 +333,7 @@ def _from_recipe(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], dict
             "dali-asr reads MIXTURE_PARQUET datasets"
         )
     extra: dict[str, Any] = {}
-    dtype = (((doc.get("trainer") or {}).get("mixed_precision") or {}).get("dtype"))
+    dtype = ((doc.get("trainer") or {}).get("mixed_precision") or {}).get("dtype")
     if dtype is not None:
         extra["dtype"] = str(dtype).removeprefix("torch.")
     sections: dict[str, Any] = {
@@ -369,6 +372,7 @@ def _build(cls: type, values: dict[str, Any] | None, prefix: str) -> Any:
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, name)
+            _report_status(name, kwargs[key], default)
             continue
         kwargs[key] = _coerce(name, value, default, fields[key].type)
         _report_status(name, kwargs[key], default)
@@ -395,6 +399,12 @@ def _coerce(name: str, value: Any, default: Any, annotation: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {name}: expected an integer, got {value!r}")
         return value
+    if text.startswith("str") and not isinstance(value, str):
+        if not (
+            "list" in text and isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raise ConfigError(f"config key {name}: expected a string, got {value!r}")
+        return value
     if text.startswith("float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {name}: expected a number, got {value!r}")
@@ -405,6 +415,7 @@ def _coerce(name: str, value: Any, default: Any, annotation: Any) -> Any:
 def _report_status(name: str, value: Any, default: Any) -> None:
     if value == default:
         return
+    name = name.removeprefix("dataset.")
     if name in NOT_IMPLEMENTED:
         log.warning("config key %s is not implemented yet by dali-asr and is ignored", name)
     elif name in NO_EFFECT or name.startswith(NO_EFFECT_PREFIXES):

@@ -58,10 +58,12 @@ def build_pipeline(
     device: str = "cpu",
     device_id: int | None = None,
     prefetch_queue_depth: int = 2,
+    pad_to_multiple: int = 1,
 ):
     """Build the pipeline. ``source()`` returns the next batch of encoded files (uint8 arrays)
     and raises StopIteration at the end of the epoch; its batches may have any size up to
-    ``max_batch_size``. Outputs: the features of each utterance, ragged ([T] or [frames, 80])."""
+    ``max_batch_size``. Outputs on the CPU: the features of each utterance, ragged ([T] or
+    [frames, 80]); on the GPU: the features zero-padded to a dense batch, and the lengths."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(
@@ -83,11 +85,18 @@ def build_pipeline(
         if device == "gpu":
             audio = audio.gpu()
         if spec.use_fbank:
-            return kaldi_fbank(audio)
-        if spec.normalize_audio:
+            features = kaldi_fbank(audio)
+        elif spec.normalize_audio:
             # epsilon is added to the biased variance: torch's layer_norm without affine.
-            return fn.normalize(audio, epsilon=LAYER_NORM_EPS)
-        return audio
+            features = fn.normalize(audio, epsilon=LAYER_NORM_EPS)
+        else:
+            features = audio
+        if device == "gpu":
+            # Until the collation kernels land, the GPU path pads inside DALI (dense output,
+            # handed to torch by DLPack); lengths come back as a small CPU tensor.
+            lengths = features.shape()[0:1]
+            return fn.pad(features, axes=[0], fill_value=0.0, align=pad_to_multiple), lengths
+        return features
 
     return asr_features()
 

@@ -19,7 +19,13 @@ import numpy as np
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.collate import collate_audio, collate_targets, padding_mask, to_torch_audio
+from dali_asr.collate import (
+    TORCH_DTYPES,
+    collate_audio,
+    collate_targets,
+    padding_mask,
+    to_torch_audio,
+)
 from dali_asr.config import ConfigError, LoaderConfig, SyncMode, load_config
 from dali_asr.graph import FeatureSpec, build_pipeline
 from dali_asr.planning import Example, SinglePassPlanner, max_batch_size
@@ -121,7 +127,7 @@ class AsrLoader:
 
     def close(self) -> None:
         """Stop the threads of the running epoch; safe to call more than once."""
-        if self._epoch is not None:
+        if getattr(self, "_epoch", None) is not None:
             self._epoch.close()
             self._epoch = None
 
@@ -139,18 +145,44 @@ class AsrLoader:
 
     def make_batch(self, examples: list[Example], features: list[np.ndarray]) -> Seq2SeqBatch:
         """Collate one planned batch and its features (the CPU path: NumPy reference)."""
-        dtype = self.config.output_dtype
         lengths = np.array([len(f) for f in features], dtype=np.int64)
         source = collate_audio(features, self.config.dali_asr.pad_to_multiple)
+        return self._batch(
+            examples,
+            to_torch_audio(source, self.config.output_dtype),
+            torch.from_numpy(lengths),
+            torch.from_numpy(padding_mask(lengths, source.shape[1])),
+        )
+
+    def make_gpu_batch(self, examples: list[Example], dense, lengths) -> Seq2SeqBatch:
+        """The GPU path: DALI's padded output is taken by DLPack without a copy. ``run()``
+        without a stream returns host-synchronised outputs, and the DLPack capsule holds a
+        reference to DALI's buffer, so it stays valid while torch uses it."""
+        source = torch.from_dlpack(dense.as_tensor())
+        dtype = TORCH_DTYPES[self.config.output_dtype]
+        if source.dtype != dtype:
+            source = source.to(dtype)
+        lens_np = np.array([int(np.asarray(lengths[i])[0]) for i in range(len(examples))])
+        lens = torch.from_numpy(lens_np).to(source.device)
+        mask = torch.arange(source.shape[1], device=source.device)[None, :] >= lens[:, None]
+        return self._batch(examples, source, lens, mask)
+
+    def _batch(
+        self,
+        examples: list[Example],
+        source: torch.Tensor,
+        lengths: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> Seq2SeqBatch:
         tokens = [ex.tokens for ex in examples]
-        targets = collate_targets(tokens, self.tokenizer.pad_idx)
+        targets = torch.from_numpy(collate_targets(tokens, self.tokenizer.pad_idx))
         files = self.files.files
         return Seq2SeqBatch(
-            source_seqs=to_torch_audio(source, dtype),
-            source_seq_lens=torch.from_numpy(lengths),
-            source_padding_mask=torch.from_numpy(padding_mask(lengths, source.shape[1])),
-            target_seqs=torch.from_numpy(targets),
-            target_seq_lens=torch.tensor([len(t) for t in tokens], dtype=torch.int64),
+            source_seqs=source,
+            source_seq_lens=lengths,
+            source_padding_mask=mask,
+            target_seqs=targets.to(source.device),
+            target_seq_lens=torch.tensor([len(t) for t in tokens]).to(source.device),
             keys=[self.planner_key_of(ex) for ex in examples],
             language=[files[ex.file_index].language for ex in examples],
             corpus=[files[ex.file_index].corpus for ex in examples],
@@ -226,16 +258,22 @@ class _Epoch(Iterator[Seq2SeqBatch]):
                 device=loader.device,
                 device_id=settings.device_id,
                 prefetch_queue_depth=settings.prefetch_queue_depth,
+                pad_to_multiple=settings.pad_to_multiple,
             )
             pipe.build()
             while not self._stop.is_set():
                 try:
-                    (features,) = pipe.run()
+                    outputs = pipe.run()
                 except StopIteration:
                     break
                 examples = self._in_dali.popleft()
-                arrays = [np.asarray(features[i]) for i in range(len(examples))]
-                if not self._put(self._ready, loader.make_batch(examples, arrays)):
+                if loader.device == "gpu":
+                    batch = loader.make_gpu_batch(examples, *outputs)
+                else:
+                    (features,) = outputs
+                    arrays = [np.asarray(features[i]) for i in range(len(examples))]
+                    batch = loader.make_batch(examples, arrays)
+                if not self._put(self._ready, batch):
                     return
             end = self._source_end
             self._put(self._ready, end if isinstance(end, _Failure) else _END)

@@ -137,7 +137,8 @@ def test_bfloat16_fbank_and_normalized_waveform(espeak_root: Path, espeak_tokeni
     for b in AsrLoader(espeak_root, "dev", config, espeak_tokenizer):
         for i, n in enumerate(b.source_seq_lens.tolist()):
             row = b.source_seqs[i, :n].double()
-            assert abs(float(row.mean())) < 1e-4 and abs(float(row.std()) - 1) < 1e-3
+            # eps 1e-5 in the variance pulls the std of quiet clips slightly below 1
+            assert abs(float(row.mean())) < 1e-4 and abs(float(row.std()) - 1) < 5e-3
 
 
 def test_training_stream_is_a_clear_error(espeak_root: Path) -> None:

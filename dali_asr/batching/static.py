@@ -39,8 +39,9 @@ class StaticBatcher(Generic[T]):
         """Items held in the current, not yet full batch."""
         return len(self._pending)
 
-    def push(self, item: T) -> list[T] | None:
-        """Add ``item``; return the batch if it is now full."""
+    def push(self, item: T, length: int | None = None) -> list[T] | None:
+        """Add ``item``; return the batch if it is now full. ``length`` is ignored (it keeps
+        the signature of ``LengthBucketer.push``, so planners can drive either)."""
         self._pending.append(item)
         if len(self._pending) < self.batch_size:
             return None
