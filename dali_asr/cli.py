@@ -32,13 +32,24 @@ DEMO_TASK = {
 
 
 def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
-    p.add_argument("--data", required=data_required, type=Path,
-                   help="dataset root (holding corpus=... folders, or one version=* folder)")
+    p.add_argument(
+        "--data",
+        required=data_required,
+        type=Path,
+        help="dataset root (holding corpus=... folders, or one version=* folder)",
+    )
     p.add_argument("--split", default="train", help="split, or <split>_<corpus> (default train)")
-    p.add_argument("--config", type=Path, help="YAML: asr_task_config / "
-                   "mixture_parquet_storage_config / dali_asr sections, or an Omnilingual recipe")
-    p.add_argument("--tokenizer", type=Path, help="SentencePiece model (default: a character "
-                   "vocabulary built from the dataset's text)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="YAML: asr_task_config / "
+        "mixture_parquet_storage_config / dali_asr sections, or an Omnilingual recipe",
+    )
+    p.add_argument(
+        "--tokenizer",
+        type=Path,
+        help="SentencePiece model (default: a character vocabulary built from the dataset's text)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
@@ -54,8 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="build the demo dataset and run the loader on it")
     _common(demo, data_required=False)
     _run_options(demo)
-    demo.add_argument("--out", type=Path, help="where to build the demo dataset "
-                      "(default: $XDG_CACHE_HOME/dali-asr/demo)")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        help="where to build the demo dataset (default: $XDG_CACHE_HOME/dali-asr/demo)",
+    )
     demo.add_argument("--seed", type=int, default=2026, help="demo dataset seed")
     return parser
 
@@ -63,8 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=1, help="passes over the split (default 1)")
     p.add_argument("--max-batches", type=int, help="stop after N batches in all")
-    p.add_argument("--dump-batches", type=Path,
-                   help="write one JSON line per batch (keys, shapes, sums) to this file")
+    p.add_argument(
+        "--dump-batches",
+        type=Path,
+        help="write one JSON line per batch (keys, shapes, sums) to this file",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,11 +132,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         examples = []
         for ex in batch:
             f = files[ex.file_index]
-            examples.append({
-                "corpus": f.corpus, "language": f.language, "split": f.split, "file": f.rel,
-                "row_group": ex.row_group, "row": ex.row, "audio_size": ex.audio_size,
-                "text": ex.text,
-            })  # fmt: skip
+            examples.append(
+                {
+                    "corpus": f.corpus,
+                    "language": f.language,
+                    "split": f.split,
+                    "file": f.rel,
+                    "row_group": ex.row_group,
+                    "row": ex.row,
+                    "audio_size": ex.audio_size,
+                    "text": ex.text,
+                }
+            )
         out.write(json.dumps({"batch": i, "examples": examples}, ensure_ascii=False) + "\n")
     out.flush()
     print(loader.report.summary(), file=sys.stderr)
@@ -130,9 +154,17 @@ def cmd_run(args: argparse.Namespace, config: LoaderConfig) -> int:
     from tqdm import tqdm
 
     loader = _loader(args, config)
-    total = len(loader) * args.epochs
-    if args.max_batches is not None:
-        total = min(total, args.max_batches)
+    if loader.endless:
+        if args.max_batches is None:
+            raise ConfigError(
+                f"split {args.split!r} is an endless training stream: give --max-batches N "
+                "(or set mixture_parquet_storage_config.sync_mode: UNTIL_LAST for one pass)"
+            )
+        total = args.max_batches
+    else:
+        total = len(loader) * args.epochs
+        if args.max_batches is not None:
+            total = min(total, args.max_batches)
     stats = _RunStats(loader.spec.use_fbank)
     dump = open(args.dump_batches, "w", encoding="utf-8") if args.dump_batches else None  # noqa: SIM115
     start = time.perf_counter()
@@ -168,10 +200,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.config is not None:
         config = load_config(args.config)
     else:
-        config = config_from_dict({
-            "asr_task_config": DEMO_TASK,
-            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
-        })  # fmt: skip
+        config = config_from_dict(
+            {
+                "asr_task_config": DEMO_TASK,
+                "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+            }
+        )
     return cmd_run(args, config)
 
 

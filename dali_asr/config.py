@@ -253,10 +253,18 @@ NO_EFFECT = {
 NO_EFFECT_PREFIXES = ("mixture_parquet_storage_config.fragment_loading.",)
 
 _DATASET_KEYS = {
-    "name", "family", "config_overrides", "path", "train_split", "valid_split",
-    "storage_mode", "task_mode", "manifest_storage_config",
-    "mixture_parquet_storage_config", "asr_task_config",
-}  # fmt: skip
+    "name",
+    "family",
+    "config_overrides",
+    "path",
+    "train_split",
+    "valid_split",
+    "storage_mode",
+    "task_mode",
+    "manifest_storage_config",
+    "mixture_parquet_storage_config",
+    "asr_task_config",
+}
 _SECTIONS = ("asr_task_config", "mixture_parquet_storage_config", "dali_asr")
 
 

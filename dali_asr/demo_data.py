@@ -69,8 +69,7 @@ WORDS: dict[str, str] = {
     "nous marchons après dîner musique fenêtre ouverte calme très garçon",
     "rus_Cyrl": "дом река утро город люди зелёный вода маленький свет дорога "
     "мы идём вместе после ужина музыка окно дети тихо сегодня",
-    "hin_Deva": "घर नदी सुबह शहर लोग हरा पानी छोटा रोशनी सड़क "
-    "हम साथ चलते हैं खाने के बाद संगीत खिड़की बच्चे",
+    "hin_Deva": "घर नदी सुबह शहर लोग हरा पानी छोटा रोशनी सड़क हम साथ चलते हैं खाने के बाद संगीत खिड़की बच्चे",
     "cmn_Hans": "我们 早上 城市 河流 人们 绿色 房子 小 光 路 "
     "一起 走 晚饭 以后 音乐 窗户 孩子 安静 今天 天气",
 }
@@ -79,8 +78,17 @@ FRAME, HOP = 512, 256  # 32 ms frames, 50 % overlap: periodic Hann windows then 
 _WINDOW = np.hanning(FRAME + 1)[:-1]
 _FREQS = np.fft.rfftfreq(FRAME, 1 / SAMPLE_RATE)
 # F1..F3 (Hz) of i e a o u schwa for an adult male vocal tract; speakers scale them.
-_VOWELS = np.array([[280, 2250, 2900], [400, 2000, 2600], [730, 1100, 2450],
-                    [450, 800, 2400], [310, 870, 2250], [500, 1500, 2500]], dtype=float)
+_VOWELS = np.array(
+    [
+        [280, 2250, 2900],
+        [400, 2000, 2600],
+        [730, 1100, 2450],
+        [450, 800, 2400],
+        [310, 870, 2250],
+        [500, 1500, 2500],
+    ],
+    dtype=float,
+)
 _FORMANT_BW = np.array([90.0, 120.0, 180.0])
 _FORMANT_GAIN = np.array([1.0, 0.5, 0.25])
 _TILT = 1 / (1 + (_FREQS / 3000) ** 2)  # voiced energy falls off above ~3 kHz
@@ -160,8 +168,12 @@ def _build(out_dir: Path, seed: int, scale: float, workers: int | None) -> None:
         _atomic_write(marker, _marker_text(seed, scale, complete=True))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("demo dataset: %d rows, %.3f h in %.1f s", len(rows),
-                sum(sizes) / SAMPLE_RATE / 3600, time.perf_counter() - start)
+    logger.info(
+        "demo dataset: %d rows, %.3f h in %.1f s",
+        len(rows),
+        sum(sizes) / SAMPLE_RATE / 3600,
+        time.perf_counter() - start,
+    )
 
 
 def _marker_text(seed: int, scale: float, *, complete: bool) -> str:
@@ -186,13 +198,18 @@ def _plan_rows(seed: int, scale: float) -> list[_Row]:
                 seconds = _draw_seconds(rng)
                 # Han characters are whole syllables: fewer of them per second.
                 rate = (4.0, 7.0) if lang.endswith("_Hans") else (10.0, 15.0)
-                rows.append(_Row(
-                    idx=len(rows), corpus=corpus, split=split, language=lang,
-                    text=_words(rng, lang, seconds * rng.uniform(*rate)),
-                    n_samples=round(seconds * SAMPLE_RATE),
-                    codec="ogg" if rng.random() < 1 / 3 else "flac",
-                    speaker=speakers[rng.integers(len(speakers))],
-                ))
+                rows.append(
+                    _Row(
+                        idx=len(rows),
+                        corpus=corpus,
+                        split=split,
+                        language=lang,
+                        text=_words(rng, lang, seconds * rng.uniform(*rate)),
+                        n_samples=round(seconds * SAMPLE_RATE),
+                        codec="ogg" if rng.random() < 1 / 3 else "flac",
+                        speaker=speakers[rng.integers(len(speakers))],
+                    )
+                )
     return _add_bad_texts(rng, rows)
 
 
@@ -200,8 +217,12 @@ def _draw_speaker(rng: np.random.Generator, corpus: str) -> _Speaker:
     f0 = float(rng.uniform(95, 210))
     # Higher voices tend to come with shorter vocal tracts.
     vtl = float(np.clip(0.85 + (f0 - 95) / 115 * 0.25 + rng.normal(0, 0.04), 0.82, 1.2))
-    return _Speaker(f0=f0, vtl=vtl, rate=float(rng.uniform(*_CORPUS_RATE[corpus])),
-                    pause_p=float(rng.uniform(0.05, 0.15)))
+    return _Speaker(
+        f0=f0,
+        vtl=vtl,
+        rate=float(rng.uniform(*_CORPUS_RATE[corpus])),
+        pause_p=float(rng.uniform(0.05, 0.15)),
+    )
 
 
 def _draw_seconds(rng: np.random.Generator) -> float:
@@ -293,7 +314,8 @@ def _syllables(rng: np.random.Generator, n: int, spk: _Speaker) -> dict[str, np.
     dur[0] = min(dur[0], max(n - edge.sum(), 2 * HOP))
     has_consonant = rng.random(count) < 0.75
     return {
-        "onset": onset[keep], "dur": dur[keep],
+        "onset": onset[keep],
+        "dur": dur[keep],
         "cfrac": np.where(has_consonant, rng.uniform(0.15, 0.35, count), 0.0)[keep],
         "amp": rng.uniform(0.4, 1.0, count)[keep],
         "vowel": rng.integers(len(_VOWELS), size=count)[keep],
@@ -309,7 +331,8 @@ def _glottal_source(rng: np.random.Generator, n_frames: int, spk: _Speaker) -> n
     t = np.arange(n_frames) * HOP / SAMPLE_RATE
     rates, phases = rng.uniform(0.2, 1.2, 2), rng.uniform(0, 2 * np.pi, 2)
     wobble = 0.12 * np.sin(2 * np.pi * rates[0] * t + phases[0]) + 0.05 * np.sin(
-        2 * np.pi * rates[1] * t + phases[1])
+        2 * np.pi * rates[1] * t + phases[1]
+    )
     declination = 1 - 0.12 * t / max(t[-1], 1e-9)
     f0_frames = np.clip(spk.f0 * (1 + wobble) * declination, 90, 250)
     total = (n_frames - 1) * HOP + FRAME
@@ -398,11 +421,13 @@ def _write_parquet(path: Path, part: list[tuple[_Row, tuple[bytes, int]]]) -> No
     offsets[1:] = np.cumsum([len(b) for b in blobs])
     # list<int8> rather than binary, as the dataprep stores it (zero-copy to numpy).
     values = pa.array(np.frombuffer(b"".join(blobs), dtype=np.int8), type=pa.int8())
-    table = pa.table({
-        "text": pa.array([row.text for row, _ in part], type=pa.string()),
-        "audio_bytes": pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values),
-        "audio_size": pa.array([size for _, (_, size) in part], type=pa.int64()),
-    })
+    table = pa.table(
+        {
+            "text": pa.array([row.text for row, _ in part], type=pa.string()),
+            "audio_bytes": pa.ListArray.from_arrays(pa.array(offsets, type=pa.int32()), values),
+            "audio_size": pa.array([size for _, (_, size) in part], type=pa.int64()),
+        }
+    )
     pq.write_table(table, path, row_group_size=ROW_GROUP_SIZE, compression="snappy")
 
 

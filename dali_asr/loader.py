@@ -28,7 +28,12 @@ from dali_asr.collate import (
 )
 from dali_asr.config import ConfigError, LoaderConfig, SyncMode, load_config
 from dali_asr.graph import FeatureSpec, build_pipeline
-from dali_asr.planning import Example, SinglePassPlanner, max_batch_size
+from dali_asr.planning import (
+    Example,
+    SinglePassPlanner,
+    TrainStreamPlanner,
+    max_batch_size,
+)
 from dali_asr.report import ExampleKey, SkipReport
 from dali_asr.storage.discovery import discover_split, resolve_dataset_root
 from dali_asr.storage.row_groups import ParquetFiles
@@ -47,6 +52,18 @@ class _Failure:
 def is_training_stream(split: str, sync_mode: SyncMode) -> bool:
     """The reference's rule (§3.2): an endless, shuffled mixture stream."""
     return "train" in split and sync_mode is SyncMode.UNTIL_FIRST
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size: given values win, then torch.distributed when initialised."""
+    dist = torch.distributed
+    if rank is None and world_size is None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    rank = 0 if rank is None else rank
+    world_size = 1 if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} and world size {world_size}: expected 0 <= rank < size")
+    return rank, world_size
 
 
 def resolve_device(setting: str) -> str:
@@ -72,48 +89,56 @@ class AsrLoader:
         split: str = "train",
         config: LoaderConfig | str | Path | None = None,
         tokenizer: Tokenizer | str | Path | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> None:
         self.config = config if isinstance(config, LoaderConfig) else load_config(config)
         self.config.validate()
         self.task = self.config.asr_task_config
         self.split = split
         storage = self.config.mixture_parquet_storage_config
-        if is_training_stream(split, storage.sync_mode):
-            raise ConfigError(
-                f"split {split!r} with sync_mode UNTIL_FIRST is a training stream (endless "
-                "weighted mixture), which dali-asr does not build yet; set "
-                "mixture_parquet_storage_config: {sync_mode: UNTIL_LAST} for one pass"
-            )
+        self.endless = is_training_stream(split, storage.sync_mode)
+        self.rank, self.world_size = resolve_rank(rank, world_size)
         self.root = resolve_dataset_root(data)
         self.files = ParquetFiles(discover_split(self.root, split))
         self.files.check_all()
         if isinstance(tokenizer, Tokenizer):
             self.tokenizer = tokenizer
         else:
-            self.tokenizer = load_tokenizer(None if tokenizer is None else Path(tokenizer),
-                                            self.root)
+            self.tokenizer = load_tokenizer(
+                None if tokenizer is None else Path(tokenizer), self.root
+            )
         self.device = resolve_device(self.config.dali_asr.device)
         self.report = SkipReport()
         self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
-        self._warn_unimplemented()
         self._len: int | None = None
         self._epoch: _Epoch | None = None
         self.epochs_started = 0
 
-    def _warn_unimplemented(self) -> None:
-        for key in ("example_shuffle_window", "batch_shuffle_window"):
-            if getattr(self.task, key) != 1:
-                log.warning(
-                    "asr_task_config.%s=%d is not implemented yet; order is kept (as with 1)",
-                    key, getattr(self.task, key),
-                )  # fmt: skip
-
-    def planner(self, report: SkipReport | None = None) -> SinglePassPlanner:
+    def planner(self, report: SkipReport | None = None) -> SinglePassPlanner | TrainStreamPlanner:
         """A planner over this split; ``batches()`` gives the plan without decoding audio."""
+        if self.endless:
+            return TrainStreamPlanner(
+                self.files,
+                self.task,
+                self.tokenizer,
+                self.config.mixture_parquet_storage_config,
+                report,
+                self.rank,
+                self.world_size,
+            )
         return SinglePassPlanner(self.files, self.task, self.tokenizer, report)
 
     def __len__(self) -> int:
-        """Batches per epoch, from a metadata-only planning pass (cached)."""
+        """Batches per epoch, from a metadata-only planning pass (cached). An endless training
+        stream has a length only when ``max_num_batches`` caps it."""
+        if self.endless:
+            if self.task.max_num_batches is None:
+                raise TypeError(
+                    f"split {self.split!r} is an endless training stream (sync_mode "
+                    "UNTIL_FIRST): it has no length unless asr_task_config.max_num_batches is set"
+                )
+            return self.task.max_num_batches
         if self._len is None:
             self._len = sum(1 for _ in self.planner(SkipReport()).batches())
         return self._len

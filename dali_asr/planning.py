@@ -1,22 +1,24 @@
-"""The batch plan of a single pass: row groups in file order → length filter → text filters and
-tokenizing → STATIC or LENGTH batches, exactly the reference's order (§1 T1-T6).
+"""Batch plans: examples → length filter → example shuffle → text filters → STATIC or LENGTH
+batches → batch shuffle, in the reference's order (§1 T1-T7).
 
-Planning never decodes audio. The same code plans from metadata alone (``dali-asr plan``,
-``len()``) and with the encoded audio attached (the loader), so both give the same batches.
+Two example sources feed the same stages: one pass over a split's files in path order, or the
+endless training stream (weighted partition mixture). Planning never decodes audio; the same
+code plans from metadata alone (``dali-asr plan``, ``len()``) and with the encoded audio
+attached (the loader), so both give the same batches.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
-
-import numpy as np
+from collections.abc import Iterable, Iterator
 
 from dali_asr.batching import LengthBucketer, StaticBatcher, length_bucket_sizes
-from dali_asr.config import AsrTaskConfig, BatchingStrategy
+from dali_asr.batching.shuffle import BlockShuffler
+from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
 from dali_asr.report import ExampleKey, SkipReport
-from dali_asr.storage.row_groups import AUDIO, LENGTH, TEXT, ParquetFiles, RowGroupRef
+from dali_asr.storage.examples import Example, ExampleReader
+from dali_asr.storage.row_groups import ParquetFiles
+from dali_asr.storage.streaming import PartitionStream, group_partitions, load_weights, mixture
 from dali_asr.text import TextFilter, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -24,18 +26,7 @@ log = logging.getLogger(__name__)
 TOO_SHORT = "audio_too_short"
 TOO_LONG = "audio_too_long"
 
-
-@dataclass(slots=True)
-class Example:
-    """One planned example. ``audio`` holds its encoded bytes only when planned for loading."""
-
-    file_index: int
-    row_group: int
-    row: int
-    audio_size: int
-    text: str
-    tokens: np.ndarray
-    audio: np.ndarray | None = None
+__all__ = ["Example", "SinglePassPlanner", "TrainStreamPlanner", "make_batcher"]
 
 
 def make_batcher(task: AsrTaskConfig) -> LengthBucketer[Example] | StaticBatcher[Example]:
@@ -62,8 +53,10 @@ def max_batch_size(task: AsrTaskConfig) -> int:
     return max(size for size, _ in batcher.bucket_sizes)
 
 
-class SinglePassPlanner:
-    """Plans one pass over a split's files in path order."""
+class _Planner:
+    """The stages after the example source; subclasses provide ``examples()``."""
+
+    finite = True
 
     def __init__(
         self,
@@ -76,62 +69,152 @@ class SinglePassPlanner:
         self.task = task
         self.tokenizer = tokenizer
         self.report = report if report is not None else SkipReport()
-        self.text_filter = TextFilter(
+        text_filter = TextFilter(
             task.min_samples_per_char, task.filter_long_text_threshold, tokenizer
         )
+        self.reader = ExampleReader(files, text_filter)
         self.row_groups = files.row_groups()
+
+    def examples(self, with_audio: bool) -> Iterator[Example]:
+        raise NotImplementedError
 
     def key(self, ex: Example) -> ExampleKey:
         return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
 
+    def example_window(self) -> int:
+        return self.task.example_shuffle_window
+
     def batches(self, with_audio: bool = False) -> Iterator[list[Example]]:
-        """Yield the batches of one pass, in order; ``max_num_batches`` stops it early."""
-        batcher = make_batcher(self.task)
+        """Yield the planned batches in order; ``max_num_batches`` stops the plan early."""
         limit = self.task.max_num_batches
-        emitted = 0
-        for ref in self.row_groups:
-            for ex in self._examples(ref, with_audio):
-                batch = batcher.push(ex, ex.audio_size)
-                if batch is not None:
-                    yield batch
-                    emitted += 1
-                    if limit is not None and emitted >= limit:
-                        return
-        for batch in batcher.flush():
-            yield batch
-            emitted += 1
-            if limit is not None and emitted >= limit:
+        for i, batch in enumerate(self._all_batches(with_audio)):
+            if limit is not None and i >= limit:
                 return
+            yield batch
+
+    def _all_batches(self, with_audio: bool) -> Iterator[list[Example]]:
+        shuffler: BlockShuffler[Example] = BlockShuffler(self.example_window(), self.task.seed)
+        batcher = make_batcher(self.task)
+        batch_shuffler: BlockShuffler[list[Example]] = BlockShuffler(
+            self.task.batch_shuffle_window, self.task.seed + 1
+        )
+        for ex in self.examples(with_audio):
+            if self._keep_length(ex):
+                yield from self._stage(shuffler.push(ex), batcher, batch_shuffler)
+        if not self.finite:
+            return
+        yield from self._stage(shuffler.flush(), batcher, batch_shuffler)
+        yield from self._batch_stage(batcher.flush(), batch_shuffler)
+        yield from batch_shuffler.flush()
         for reason, count in batcher.skipped.items():
             if count:
                 self.report.add(None, reason, count)
 
-    def _examples(self, ref: RowGroupRef, with_audio: bool) -> Iterator[Example]:
-        columns = [LENGTH, TEXT, AUDIO] if with_audio else [LENGTH, TEXT]
-        table = self.files.read(ref, columns)
-        sizes = table.column(LENGTH).to_numpy().astype(np.int64, copy=False)
-        rows = self._length_filter(ref, sizes)
-        texts_all = table.column(TEXT).to_pylist()
-        texts = [texts_all[r] or "" for r in rows]
-        tokens, reasons = self.text_filter.apply_batch(sizes[rows], texts)
-        audio = self.files.audio_column(table, ref) if with_audio else None
-        unk = self.tokenizer.unk_idx
-        for r, text, tok, reason in zip(rows.tolist(), texts, tokens, reasons, strict=True):
-            if reason is not None:
-                self.report.add(ExampleKey(self._rel(ref), ref.row_group, r), reason)
+    def _stage(
+        self,
+        shuffled: Iterable[Example],
+        batcher: LengthBucketer[Example] | StaticBatcher[Example],
+        batch_shuffler: BlockShuffler[list[Example]],
+    ) -> Iterator[list[Example]]:
+        for ex in shuffled:
+            if ex.reject is not None:
+                self.report.add(self.key(ex), ex.reject)
                 continue
             if self.task.remove_unknown:
-                tok = tok[tok != unk]
-            # A copy, so that one example waiting in a bucket does not pin its whole row group.
-            blob = audio.row(r).copy() if audio is not None else None
-            yield Example(ref.file_index, ref.row_group, r, int(sizes[r]), text, tok, blob)
+                ex.tokens = ex.tokens[ex.tokens != self.tokenizer.unk_idx]
+            batch = batcher.push(ex, ex.audio_size)
+            if batch is not None:
+                yield from batch_shuffler.push(batch)
 
-    def _length_filter(self, ref: RowGroupRef, sizes: np.ndarray) -> np.ndarray:
-        lo, hi = self.task.min_audio_len, self.task.max_audio_len
-        for reason, bad in ((TOO_SHORT, sizes < lo), (TOO_LONG, sizes > hi)):
-            for r in np.flatnonzero(bad).tolist():
-                self.report.add(ExampleKey(self._rel(ref), ref.row_group, r), reason)
-        return np.flatnonzero((sizes >= lo) & (sizes <= hi))
+    @staticmethod
+    def _batch_stage(
+        batches: Iterable[list[Example]], batch_shuffler: BlockShuffler[list[Example]]
+    ) -> Iterator[list[Example]]:
+        for batch in batches:
+            yield from batch_shuffler.push(batch)
 
-    def _rel(self, ref: RowGroupRef) -> str:
-        return self.files.files[ref.file_index].rel
+    def _keep_length(self, ex: Example) -> bool:
+        if ex.audio_size < self.task.min_audio_len:
+            self.report.add(self.key(ex), TOO_SHORT)
+            return False
+        if ex.audio_size > self.task.max_audio_len:
+            self.report.add(self.key(ex), TOO_LONG)
+            return False
+        return True
+
+
+class SinglePassPlanner(_Planner):
+    """One pass over a split's files in path order, rows in file order."""
+
+    def examples(self, with_audio: bool) -> Iterator[Example]:
+        for ref in self.row_groups:
+            yield from self.reader.read(ref, with_audio)
+
+    def example_window(self) -> int:
+        window = self.task.example_shuffle_window
+        if window == 0:
+            log.warning(
+                "example_shuffle_window 0 shuffles the whole split at once: every "
+                "example (with its encoded audio, when loading) is held in memory"
+            )
+        return window
+
+
+class TrainStreamPlanner(_Planner):
+    """The endless training stream of one rank: per-partition row-group permutations (seed
+    ``fragment_streaming.seed + i`` for partition i, 1-based, at every world size), dealt
+    round-robin to ranks, mixed by the weighted sampler (``sampling_seed``)."""
+
+    finite = False
+
+    def __init__(
+        self,
+        files: ParquetFiles,
+        task: AsrTaskConfig,
+        tokenizer: Tokenizer,
+        storage: MixtureParquetStorageConfig,
+        report: SkipReport | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        super().__init__(files, task, tokenizer, report)
+        self.storage = storage
+        self.rank = rank
+        self.world_size = world_size
+        partitions = group_partitions(files.files, self.row_groups)
+        weights = load_weights(
+            partitions, storage.dataset_summary_path, storage.beta_corpus, storage.beta_language
+        )
+        if weights is None or len(partitions) == 1:
+            # The reference flattens everything into one stream: that is partition 1.
+            merged = partitions[0]
+            merged.row_groups = list(self.row_groups)
+            self.partitions, self.weights = [merged], [1.0]
+        else:
+            kept = [(p, w) for p, w in zip(partitions, weights, strict=True) if w > 0]
+            for i, (p, _) in enumerate(kept, start=1):
+                p.index = i
+            self.partitions = [p for p, _ in kept]
+            self.weights = [w for _, w in kept]
+        self.streams: list[PartitionStream] = []
+
+    def example_window(self) -> int:
+        window = self.task.example_shuffle_window
+        if window == 0:
+            window = sum(ref.num_rows for ref in self.row_groups)
+            log.warning(
+                "example_shuffle_window 0 on a training stream shuffles blocks of one "
+                "split's worth of rows (%d), all held in memory",
+                window,
+            )
+        return window
+
+    def examples(self, with_audio: bool) -> Iterator[Example]:
+        seed = self.storage.fragment_streaming.seed
+        self.streams = [
+            PartitionStream(p, seed + p.index, self.reader, with_audio, self.rank, self.world_size)
+            for p in self.partitions
+        ]
+        if len(self.streams) == 1:
+            return iter(self.streams[0])
+        return mixture(self.streams, self.weights, self.storage.sampling_seed)

@@ -35,9 +35,15 @@ def config(tmp_path: Path) -> Path:
 def espeak_args(espeak_root: Path, espeak_tokenizer: Path, config: Path) -> list[str]:
     """``--data --split --tokenizer --config`` of the milestone's check on espeak-mini."""
     return [
-        "--data", str(espeak_root), "--split", "train",
-        "--tokenizer", str(espeak_tokenizer), "--config", str(config),
-    ]  # fmt: skip
+        "--data",
+        str(espeak_root),
+        "--split",
+        "train",
+        "--tokenizer",
+        str(espeak_tokenizer),
+        "--config",
+        str(config),
+    ]
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -220,16 +226,24 @@ def test_unknown_split_exits_2(
     assert "'valid'" in err
 
 
-def test_training_stream_exits_2_and_says_until_last(
+def test_endless_training_stream_run_needs_max_batches(
     espeak_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for command in ("plan", "run"):
-        # split train with the default sync_mode (UNTIL_FIRST)
-        assert main([command, "--data", str(espeak_root), "--split", "train"]) == 2
-        out, err = capsys.readouterr()
-        assert out == ""
-        assert len(err.splitlines()) == 1
-        assert "UNTIL_LAST" in err
+    # split train with the default sync_mode (UNTIL_FIRST) is the endless mixture stream
+    assert main(["run", "--data", str(espeak_root), "--split", "train"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "--max-batches" in err and "UNTIL_LAST" in err
+
+
+def test_plan_streams_the_training_mixture(
+    espeak_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["plan", "--data", str(espeak_root), "--split", "train", "--max-batches", "7"]
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["batch"] for line in lines] == list(range(7))
 
 
 def test_usage_error_exits_2() -> None:
@@ -244,8 +258,11 @@ def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
     data = espeak_args[:2]
     failed = subprocess.run(
         [sys.executable, "-m", "dali_asr.cli", "plan", *data, "--config", str(bad)],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert failed.returncode == 2
     assert failed.stdout == ""
     assert len(failed.stderr.splitlines()) == 1
@@ -255,8 +272,11 @@ def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
     command = [str(script)] if script.exists() else [sys.executable, "-m", "dali_asr.cli"]
     done = subprocess.run(
         [*command, "plan", *espeak_args, "--max-batches", "2"],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr
     assert len(json_lines(done.stdout)) == 2
 
@@ -264,10 +284,21 @@ def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
 def test_subprocess_dataset_error_is_one_line(tmp_path: Path, config: Path) -> None:
     # AsrLoader.__init__ raises here: its __del__ must not add "Exception ignored in" lines
     failed = subprocess.run(
-        [sys.executable, "-m", "dali_asr.cli", "plan", "--data", str(tmp_path / "nowhere"),
-         "--config", str(config)],
-        capture_output=True, text=True, timeout=120, cwd=REPO,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dali_asr.cli",
+            "plan",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--config",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert failed.returncode == 2
     assert failed.stdout == ""
     assert len(failed.stderr.splitlines()) == 1, failed.stderr

@@ -226,11 +226,13 @@ def test_recipe_seed_does_not_override_the_task_seed() -> None:
 
 
 def test_recipe_dali_asr_section_overrides_the_recipe_dtype() -> None:
-    cfg = config_from_dict({
-        "dataset": {},
-        "trainer": {"mixed_precision": {"dtype": "torch.bfloat16"}},
-        "dali_asr": {"dtype": "float32"},
-    })  # fmt: skip
+    cfg = config_from_dict(
+        {
+            "dataset": {},
+            "trainer": {"mixed_precision": {"dtype": "torch.bfloat16"}},
+            "dali_asr": {"dtype": "float32"},
+        }
+    )
     assert cfg.dali_asr.dtype == "float32"
 
 

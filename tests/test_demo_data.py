@@ -19,10 +19,16 @@ import soundfile as sf
 from dali_asr.demo_data import PARTITIONS, SAMPLE_RATE, _set_ogg_serial, make_demo_dataset
 
 ESPEAK_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-mini"
-SCHEMA = pa.schema([("text", pa.string()), ("audio_bytes", pa.list_(pa.int8())),
-                    ("audio_size", pa.int64())])
-SCRIPTS = {"eng_Latn": "LATIN", "fra_Latn": "LATIN", "rus_Cyrl": "CYRILLIC",
-           "hin_Deva": "DEVANAGARI", "cmn_Hans": "CJK"}
+SCHEMA = pa.schema(
+    [("text", pa.string()), ("audio_bytes", pa.list_(pa.int8())), ("audio_size", pa.int64())]
+)
+SCRIPTS = {
+    "eng_Latn": "LATIN",
+    "fra_Latn": "LATIN",
+    "rus_Cyrl": "CYRILLIC",
+    "hin_Deva": "DEVANAGARI",
+    "cmn_Hans": "CJK",
+}
 
 
 @dataclass
@@ -67,8 +73,9 @@ def _hive_keys(relative: Path) -> tuple[str, str, str]:
 def test_hive_layout(demo: Path) -> None:
     assert demo.name == "version=0"
     files = _parquet_files(demo)
-    assert all(f.name == "part-00000.parquet" and len(f.relative_to(demo).parts) == 4
-               for f in files)
+    assert all(
+        f.name == "part-00000.parquet" and len(f.relative_to(demo).parts) == 4 for f in files
+    )
     found = {_hive_keys(f.relative_to(demo)) for f in files}
     expected = {(c, s, lang) for c, lang in PARTITIONS for s in ("train", "dev")}
     assert found == expected
@@ -78,7 +85,11 @@ def test_hive_layout(demo: Path) -> None:
     assert len(PARTITIONS) < len(corpora) * len(languages)  # not every language everywhere
     # Only the dataset, the stats, the marker and the lock: no staging or temp files left.
     assert {p.name for p in demo.parent.iterdir()} <= {
-        "version=0", "language_distribution_0.tsv", "DEMO_VERSION", ".demo.lock"}
+        "version=0",
+        "language_distribution_0.tsv",
+        "DEMO_VERSION",
+        ".demo.lock",
+    }
 
 
 def test_schema_row_groups_and_compression(demo: Path) -> None:
@@ -181,8 +192,11 @@ def test_same_seed_gives_identical_files(demo: Path, tmp_path: Path) -> None:
 
 
 def test_second_call_reuses(demo: Path) -> None:
-    files = [*_parquet_files(demo), demo.parent / "language_distribution_0.tsv",
-             demo.parent / "DEMO_VERSION"]
+    files = [
+        *_parquet_files(demo),
+        demo.parent / "language_distribution_0.tsv",
+        demo.parent / "DEMO_VERSION",
+    ]
     before = {f: f.stat().st_mtime_ns for f in files}
     assert make_demo_dataset(demo.parent) == demo
     assert {f: f.stat().st_mtime_ns for f in files} == before

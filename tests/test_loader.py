@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.config import ConfigError, LoaderConfig, config_from_dict
+from dali_asr.config import LoaderConfig, config_from_dict
 from dali_asr.loader import AsrLoader
 
 LENGTH_TASK = {
@@ -28,11 +28,13 @@ LENGTH_TASK = {
 
 def make_config(**task: object) -> LoaderConfig:
     dali = task.pop("dali_asr", {})
-    return config_from_dict({
-        "asr_task_config": {**LENGTH_TASK, **task},
-        "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
-        "dali_asr": dali,
-    })  # fmt: skip
+    return config_from_dict(
+        {
+            "asr_task_config": {**LENGTH_TASK, **task},
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+            "dali_asr": dali,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +57,7 @@ def test_every_example_exactly_once(length_epoch, espeak_root: Path) -> None:
     planned = [loader.planner_key_of(ex) for b in loader.planner().batches() for ex in b]
     assert keys == planned
     # everything the split holds is either delivered or counted as skipped
-    total_rows = sum(
-        pq.ParquetFile(f.path).metadata.num_rows for f in loader.files.files
-    )
+    total_rows = sum(pq.ParquetFile(f.path).metadata.num_rows for f in loader.files.files)
     skipped = sum(
         n for r, n in loader.report.counts.items() if r in ("audio_too_short", "audio_too_long")
     )
@@ -141,9 +141,11 @@ def test_bfloat16_fbank_and_normalized_waveform(espeak_root: Path, espeak_tokeni
             assert abs(float(row.mean())) < 1e-4 and abs(float(row.std()) - 1) < 5e-3
 
 
-def test_training_stream_is_a_clear_error(espeak_root: Path) -> None:
-    with pytest.raises(ConfigError, match="UNTIL_LAST"):
-        AsrLoader(espeak_root, "train", None)
+def test_endless_training_stream_has_no_len(espeak_root: Path) -> None:
+    loader = AsrLoader(espeak_root, "train", None)
+    assert loader.endless
+    with pytest.raises(TypeError, match="max_num_batches"):
+        len(loader)
 
 
 def test_builtin_char_tokenizer_and_to(espeak_root: Path) -> None:

@@ -68,8 +68,9 @@ def list_files(root: Path) -> list[DataFile]:
         if missing:
             log.warning("ignoring %s: no %s= folder in its path", rel, "=, ".join(missing))
             continue
-        files.append(DataFile(path, rel.as_posix(), parts["corpus"], parts["split"],
-                              parts["language"]))
+        files.append(
+            DataFile(path, rel.as_posix(), parts["corpus"], parts["split"], parts["language"])
+        )
     return files
 
 
