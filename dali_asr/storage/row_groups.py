@@ -77,6 +77,8 @@ class ParquetFiles:
         self._open: OrderedDict[int, pq.ParquetFile] = OrderedDict()
         self._max_open = max_open
         self._checked: set[int] = set()
+        self.row_groups_read = 0
+        """Row groups read so far (data pages, not footers): start-up cost is visible."""
 
     def handle(self, index: int) -> pq.ParquetFile:
         pf = self._open.get(index)
@@ -112,6 +114,7 @@ class ParquetFiles:
         return refs
 
     def read(self, ref: RowGroupRef, columns: list[str]) -> pa.Table:
+        self.row_groups_read += 1
         try:
             return self.handle(ref.file_index).read_row_group(ref.row_group, columns=columns)
         except (OSError, pa.ArrowException) as e:
