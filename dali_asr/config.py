@@ -162,6 +162,9 @@ class DaliAsrSettings:
     """Batches DALI decodes ahead of the one being collated."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
+    reference_train_stream: bool = False
+    """Reproduce the reference's training stream batch for batch, quirks included: partition
+    seeds offset by the world size and each partition's first example discarded."""
 
 
 @dataclass

@@ -126,6 +126,7 @@ class AsrLoader:
                 report,
                 self.rank,
                 self.world_size,
+                self.config.dali_asr.reference_train_stream,
             )
         return SinglePassPlanner(self.files, self.task, self.tokenizer, report)
 

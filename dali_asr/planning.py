@@ -176,9 +176,11 @@ class TrainStreamPlanner(_Planner):
         report: SkipReport | None = None,
         rank: int = 0,
         world_size: int = 1,
+        reference_quirks: bool = False,
     ) -> None:
         super().__init__(files, task, tokenizer, report)
         self.storage = storage
+        self.reference_quirks = reference_quirks
         self.rank = rank
         self.world_size = world_size
         partitions = group_partitions(files.files, self.row_groups)
@@ -211,10 +213,16 @@ class TrainStreamPlanner(_Planner):
 
     def examples(self, with_audio: bool) -> Iterator[Example]:
         seed = self.storage.fragment_streaming.seed
+        if self.reference_quirks:
+            seed += self.world_size
         self.streams = [
             PartitionStream(p, seed + p.index, self.reader, with_audio, self.rank, self.world_size)
             for p in self.partitions
         ]
+        if self.reference_quirks:
+            # The reference warms each partition pipeline up by pulling one example.
+            for stream in self.streams:
+                next(stream)
         if len(self.streams) == 1:
             return iter(self.streams[0])
         return mixture(self.streams, self.weights, self.storage.sampling_seed)
