@@ -227,7 +227,6 @@ def _require(ok: bool, key: str, expected: str) -> None:
 NOT_IMPLEMENTED = {
     "asr_task_config.spec_aug_p",
     "asr_task_config.no_padding",
-    "mixture_parquet_storage_config.fragment_streaming.partition_filters",
     "mixture_parquet_storage_config.fragment_streaming.limit",
     "mixture_parquet_storage_config.fragment_streaming.files_circular_shift",
     "mixture_parquet_storage_config.fragment_loading.filters",
@@ -240,8 +239,6 @@ NO_EFFECT = {
     "asr_task_config.spec_aug_freq_mask_param",
     "asr_task_config.spec_aug_time_mask_param",
     "mixture_parquet_storage_config.sync_batches",
-    "mixture_parquet_storage_config.pa_cpu_count",
-    "mixture_parquet_storage_config.max_workers",
     "mixture_parquet_storage_config.num_prefetch",
     "mixture_parquet_storage_config.split_column",
     "mixture_parquet_storage_config.parquet_path_name",
@@ -253,7 +250,18 @@ NO_EFFECT = {
     "mixture_parquet_storage_config.fragment_streaming.fragment_shuffle_window",
     "mixture_parquet_storage_config.fragment_streaming.nb_epochs",
 }
-NO_EFFECT_PREFIXES = ("mixture_parquet_storage_config.fragment_loading.",)
+NO_EFFECT_PREFIXES = tuple(
+    f"mixture_parquet_storage_config.fragment_loading.{key}"
+    for key in (
+        "columns",
+        "rename_columns",
+        "add_fragment_traces",
+        "drop_null",
+        "min_batch_size",
+        "non_deterministic_read",
+        "num_parallel_fragments",
+    )
+)
 
 _DATASET_KEYS = {
     "name",

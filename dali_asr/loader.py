@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
@@ -26,16 +28,29 @@ from dali_asr.collate import (
     padding_mask,
     to_torch_audio,
 )
-from dali_asr.config import ConfigError, LoaderConfig, SyncMode, load_config
+from dali_asr.config import (
+    ConfigError,
+    LoaderConfig,
+    MixtureParquetStorageConfig,
+    SyncMode,
+    load_config,
+)
 from dali_asr.graph import FeatureSpec, build_pipeline
 from dali_asr.planning import (
+    ChainedPlanner,
     Example,
     SinglePassPlanner,
     TrainStreamPlanner,
     max_batch_size,
 )
 from dali_asr.report import ExampleKey, SkipReport
-from dali_asr.storage.discovery import discover_split, resolve_dataset_root
+from dali_asr.storage.discovery import (
+    DatasetError,
+    discover_split,
+    open_filesystem,
+    resolve_dataset_root,
+)
+from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
 from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.text import Tokenizer, load_tokenizer
 
@@ -91,16 +106,31 @@ class AsrLoader:
         tokenizer: Tokenizer | str | Path | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        filesystem: pafs.FileSystem | None = None,
     ) -> None:
         self.config = config if isinstance(config, LoaderConfig) else load_config(config)
         self.config.validate()
         self.task = self.config.asr_task_config
         self.split = split
+        self.splits = [s.strip() for s in split.split(",") if s.strip()]
         storage = self.config.mixture_parquet_storage_config
         self.endless = is_training_stream(split, storage.sync_mode)
+        if self.endless and len(self.splits) > 1:
+            raise ConfigError(
+                f"split {split!r}: several comma-separated splits make one pass each, but "
+                f"{split!r} with sync_mode UNTIL_FIRST asks for an endless training stream; "
+                "set sync_mode: UNTIL_LAST"
+            )
         self.rank, self.world_size = resolve_rank(rank, world_size)
-        self.root = resolve_dataset_root(data)
-        self.files = ParquetFiles(discover_split(self.root, split))
+        fs, _ = open_filesystem(data, filesystem)
+        remote = filesystem is not None or not isinstance(fs, pafs.LocalFileSystem)
+        self.filesystem = fs if remote else None
+        self.root = resolve_dataset_root(data, self.filesystem)
+        if storage.pa_cpu_count > 0:
+            pa.set_cpu_count(storage.pa_cpu_count)
+            pa.set_io_thread_count(storage.pa_cpu_count)
+        files, self.segments = self._discover(storage)
+        self.files = ParquetFiles(files, self.filesystem, storage.fragment_loading.use_threads)
         self.files.check_all()
         if isinstance(tokenizer, Tokenizer):
             self.tokenizer = tokenizer
@@ -115,6 +145,26 @@ class AsrLoader:
         self._epoch: _Epoch | None = None
         self.epochs_started = 0
 
+    def _discover(self, storage: MixtureParquetStorageConfig) -> tuple[list, list[range]]:
+        """The files of every asked split (each split a contiguous segment), filtered by
+        ``partition_filters`` (on every split, unlike the reference, which filters only
+        training streams)."""
+        expression = parse_partition_filter(storage.fragment_streaming.partition_filters)
+        files: list = []
+        segments = []
+        for name in self.splits:
+            found = discover_split(self.root, name, self.filesystem)
+            if expression is not None:
+                found = filter_files(found, expression)
+                if not found:
+                    raise DatasetError(
+                        f"partition_filters {describe(expression)} leave no files in split "
+                        f"{name!r} under {self.root}"
+                    )
+            segments.append(range(len(files), len(files) + len(found)))
+            files.extend(found)
+        return files, segments
+
     def planner(self, report: SkipReport | None = None) -> SinglePassPlanner | TrainStreamPlanner:
         """A planner over this split; ``batches()`` gives the plan without decoding audio."""
         if self.endless:
@@ -128,7 +178,18 @@ class AsrLoader:
                 self.world_size,
                 self.config.dali_asr.reference_train_stream,
             )
-        return SinglePassPlanner(self.files, self.task, self.tokenizer, report)
+        planners = [
+            SinglePassPlanner(
+                self.files,
+                self.task,
+                self.tokenizer,
+                report,
+                self.config.mixture_parquet_storage_config,
+                file_indices=segment,
+            )
+            for segment in self.segments
+        ]
+        return planners[0] if len(planners) == 1 else ChainedPlanner(planners)
 
     def __len__(self) -> int:
         """Batches per epoch, from a metadata-only planning pass (cached). An endless training

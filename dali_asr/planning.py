@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from dali_asr.batching import LengthBucketer, StaticBatcher, length_bucket_sizes
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
 from dali_asr.report import ExampleKey, SkipReport
-from dali_asr.storage.examples import Example, ExampleReader
+from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
 from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.storage.streaming import PartitionStream, group_partitions, load_weights, mixture
 from dali_asr.text import TextFilter, Tokenizer
@@ -26,7 +27,13 @@ log = logging.getLogger(__name__)
 TOO_SHORT = "audio_too_short"
 TOO_LONG = "audio_too_long"
 
-__all__ = ["Example", "SinglePassPlanner", "TrainStreamPlanner", "make_batcher"]
+__all__ = [
+    "ChainedPlanner",
+    "Example",
+    "SinglePassPlanner",
+    "TrainStreamPlanner",
+    "make_batcher",
+]
 
 
 def make_batcher(task: AsrTaskConfig) -> LengthBucketer[Example] | StaticBatcher[Example]:
@@ -64,11 +71,14 @@ class _Planner:
         task: AsrTaskConfig,
         tokenizer: Tokenizer,
         report: SkipReport | None = None,
+        storage: MixtureParquetStorageConfig | None = None,
     ) -> None:
         self.files = files
         self.task = task
         self.tokenizer = tokenizer
         self.report = report if report is not None else SkipReport()
+        self.storage = storage if storage is not None else MixtureParquetStorageConfig()
+        self.pool: ThreadPoolExecutor | None = None
         text_filter = TextFilter(
             task.min_samples_per_char, task.filter_long_text_threshold, tokenizer
         )
@@ -84,13 +94,27 @@ class _Planner:
     def example_window(self) -> int:
         return self.task.example_shuffle_window
 
+    def num_streams(self) -> int:
+        return 1
+
     def batches(self, with_audio: bool = False) -> Iterator[list[Example]]:
-        """Yield the planned batches in order; ``max_num_batches`` stops the plan early."""
+        """Yield the planned batches in order; ``max_num_batches`` stops the plan early.
+        Row groups are read ahead (``fragment_loading.nb_prefetch`` per stream) on a pool of
+        at most ``max_workers`` threads, shut down when the generator ends or is closed."""
         limit = self.task.max_num_batches
-        for i, batch in enumerate(self._all_batches(with_audio)):
-            if limit is not None and i >= limit:
-                return
-            yield batch
+        depth = self.storage.fragment_loading.nb_prefetch
+        if depth > 0:
+            threads = min(self.storage.max_workers, self.num_streams() * depth)
+            self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="dali-asr-read")
+        try:
+            for i, batch in enumerate(self._all_batches(with_audio)):
+                if limit is not None and i >= limit:
+                    return
+                yield batch
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=False, cancel_futures=True)
+                self.pool = None
 
     def _all_batches(self, with_audio: bool) -> Iterator[list[Example]]:
         shuffler: BlockShuffler[Example] = BlockShuffler(self.example_window(), self.task.seed)
@@ -144,11 +168,26 @@ class _Planner:
 
 
 class SinglePassPlanner(_Planner):
-    """One pass over a split's files in path order, rows in file order."""
+    """One pass over a split's files in path order, rows in file order. ``file_indices``
+    restricts it to some of the files (one split of several)."""
+
+    def __init__(
+        self,
+        files: ParquetFiles,
+        task: AsrTaskConfig,
+        tokenizer: Tokenizer,
+        report: SkipReport | None = None,
+        storage: MixtureParquetStorageConfig | None = None,
+        file_indices: range | None = None,
+    ) -> None:
+        super().__init__(files, task, tokenizer, report, storage)
+        if file_indices is not None:
+            self.row_groups = [r for r in self.row_groups if r.file_index in file_indices]
 
     def examples(self, with_audio: bool) -> Iterator[Example]:
-        for ref in self.row_groups:
-            yield from self.reader.read(ref, with_audio)
+        depth = self.storage.fragment_loading.nb_prefetch
+        for rows in ReadAhead(self.reader, iter(self.row_groups), with_audio, depth, self.pool):
+            yield from rows
 
     def example_window(self) -> int:
         window = self.task.example_shuffle_window
@@ -158,6 +197,23 @@ class SinglePassPlanner(_Planner):
                 "example (with its encoded audio, when loading) is held in memory"
             )
         return window
+
+
+class ChainedPlanner:
+    """Several single passes in turn (comma-separated validation splits): each split is
+    planned on its own, as the reference builds one reader per split."""
+
+    finite = True
+
+    def __init__(self, planners: list[SinglePassPlanner]) -> None:
+        self.planners = planners
+
+    def key(self, ex: Example) -> ExampleKey:
+        return self.planners[0].key(ex)
+
+    def batches(self, with_audio: bool = False) -> Iterator[list[Example]]:
+        for planner in self.planners:
+            yield from planner.batches(with_audio)
 
 
 class TrainStreamPlanner(_Planner):
@@ -178,8 +234,7 @@ class TrainStreamPlanner(_Planner):
         world_size: int = 1,
         reference_quirks: bool = False,
     ) -> None:
-        super().__init__(files, task, tokenizer, report)
-        self.storage = storage
+        super().__init__(files, task, tokenizer, report, storage)
         self.reference_quirks = reference_quirks
         self.rank = rank
         self.world_size = world_size
@@ -211,12 +266,24 @@ class TrainStreamPlanner(_Planner):
             )
         return window
 
+    def num_streams(self) -> int:
+        return len(self.partitions)
+
     def examples(self, with_audio: bool) -> Iterator[Example]:
         seed = self.storage.fragment_streaming.seed
         if self.reference_quirks:
             seed += self.world_size
         self.streams = [
-            PartitionStream(p, seed + p.index, self.reader, with_audio, self.rank, self.world_size)
+            PartitionStream(
+                p,
+                seed + p.index,
+                self.reader,
+                with_audio,
+                self.rank,
+                self.world_size,
+                self.storage.fragment_loading.nb_prefetch,
+                self.pool,
+            )
             for p in self.partitions
         ]
         if self.reference_quirks:

@@ -167,5 +167,5 @@ def test_start_reads_metadata_only(tmp_path: Path, espeak_tokenizer) -> None:
     assert len(planner.partitions) == 300 and loader.files.row_groups_read == 0
     first = next(iter(planner.batches()))
     assert len(first) == 8
-    # eight picks read at most eight row groups, not one per partition
-    assert 1 <= loader.files.row_groups_read <= 8
+    # eight picks read at most eight row groups (plus one read ahead each), not one per partition
+    assert 1 <= loader.files.row_groups_read <= 16

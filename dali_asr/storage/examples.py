@@ -3,6 +3,9 @@ rejected) and, when loading, its encoded audio bytes."""
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,3 +55,39 @@ class ExampleReader:
             blob = audio.row(r).copy() if audio is not None else None
             out.append(Example(ref.file_index, ref.row_group, r, size, text, tok, reason, blob))
         return out
+
+
+class ReadAhead:
+    """Row groups of a sequence read ``depth`` ahead on a shared thread pool (the reference's
+    ``fragment_loading.nb_prefetch``); depth 0, or no pool, reads each when it is needed."""
+
+    def __init__(
+        self,
+        reader: ExampleReader,
+        refs: Iterator[RowGroupRef],
+        with_audio: bool,
+        depth: int = 0,
+        pool: Executor | None = None,
+    ) -> None:
+        self.reader = reader
+        self.refs = refs
+        self.with_audio = with_audio
+        self.depth = depth if pool is not None else 0
+        self.pool = pool
+        self._pending: deque[Future[list[Example]]] = deque()
+
+    def __iter__(self) -> Iterator[list[Example]]:
+        return self
+
+    def __next__(self) -> list[Example]:
+        if self.depth == 0:
+            return self.reader.read(next(self.refs), self.with_audio)
+        while len(self._pending) <= self.depth:
+            ref = next(self.refs, None)
+            if ref is None:
+                break
+            assert self.pool is not None
+            self._pending.append(self.pool.submit(self.reader.read, ref, self.with_audio))
+        if not self._pending:
+            raise StopIteration
+        return self._pending.popleft().result()

@@ -34,17 +34,39 @@ _FIELD_MODULES = {"pc", "pa.compute", "pyarrow.compute", "ds", "pa.dataset", "py
 _PC_MODULES = {"pc", "pa.compute", "pyarrow.compute"}
 # The pc functions found in reference configs and docs; the real ones are called, so a config
 # means here what it means there.
-_PC_FUNCTIONS = {"is_in", "equal", "not_equal", "less", "less_equal", "greater", "greater_equal",
-                 "and_", "and_kleene", "or_", "or_kleene", "invert", "is_null", "is_valid"}
+_PC_FUNCTIONS = {
+    "is_in",
+    "equal",
+    "not_equal",
+    "less",
+    "less_equal",
+    "greater",
+    "greater_equal",
+    "and_",
+    "and_kleene",
+    "or_",
+    "or_kleene",
+    "invert",
+    "is_null",
+    "is_valid",
+}
 _METHODS = {"isin", "is_null", "is_valid"}
 # What each refused kind of node is called in error messages.
-_REFUSED = {ast.Name: "names are not accepted", ast.Attribute: "attribute access is not accepted",
-            ast.Subscript: "subscripts are not accepted", ast.Lambda: "lambdas are not accepted",
-            ast.JoinedStr: "f-strings are not accepted",
-            ast.Constant: "only str, int, float and bool literals are accepted"}
+_REFUSED = {
+    ast.Name: "names are not accepted",
+    ast.Attribute: "attribute access is not accepted",
+    ast.Subscript: "subscripts are not accepted",
+    ast.Lambda: "lambdas are not accepted",
+    ast.JoinedStr: "f-strings are not accepted",
+    ast.Constant: "only str, int, float and bool literals are accepted",
+}
 _COMPARISONS: dict[type[ast.cmpop], Callable[[Any, Any], Any]] = {
-    ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
-    ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
 }
 
 
@@ -63,9 +85,12 @@ class _Parser:
         """A str/int/float/bool constant, or a list or tuple of them unless ``flat``."""
         if isinstance(node, ast.Constant) and type(node.value) in (str, int, float, bool):
             return node.value
-        if (isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd))
-                and isinstance(node.operand, ast.Constant)
-                and type(node.operand.value) in (int, float)):
+        if (
+            isinstance(node, ast.UnaryOp)
+            and isinstance(node.op, (ast.USub, ast.UAdd))
+            and isinstance(node.operand, ast.Constant)
+            and type(node.operand.value) in (int, float)
+        ):
             return -node.operand.value if isinstance(node.op, ast.USub) else node.operand.value
         if isinstance(node, (ast.List, ast.Tuple)) and not flat:
             items = [self.literal(e, flat=True) for e in node.elts]
@@ -102,8 +127,11 @@ class _Parser:
     def compare(self, node: ast.Compare) -> pc.Expression:
         for op in node.ops:
             if type(op) not in _COMPARISONS:
-                raise self.fail(node, f"operator {type(op).__name__} is not accepted (for "
-                                      "membership use .isin([...]))")
+                raise self.fail(
+                    node,
+                    f"operator {type(op).__name__} is not accepted (for "
+                    "membership use .isin([...]))",
+                )
         # a < b < c means (a < b) & (b < c), as in Python.
         operands = [self.value(n) for n in (node.left, *node.comparators)]
         parts = []
@@ -121,8 +149,11 @@ class _Parser:
     def call(self, node: ast.Call) -> Any:
         name = _dotted(node.func)
         module, _, attr = (name or "").rpartition(".")
-        if name is not None and (name == "field" or module in _FIELD_MODULES) and attr in (
-                "field", "scalar"):
+        if (
+            name is not None
+            and (name == "field" or module in _FIELD_MODULES)
+            and attr in ("field", "scalar")
+        ):
             if len(node.args) != 1 or node.keywords:
                 raise self.fail(node, f"{name}() takes exactly one argument")
             if attr == "scalar":
@@ -203,16 +234,19 @@ def parse_partition_filter(
         exprs = [p for p in parts if p is not None]
         return reduce(operator.and_, exprs) if exprs else None
     if not isinstance(text, str):
-        raise ValueError(f"partition_filters must be a string or a list of strings, "
-                         f"got {type(text).__name__}: {text!r}")
+        raise ValueError(
+            f"partition_filters must be a string or a list of strings, "
+            f"got {type(text).__name__}: {text!r}"
+        )
     text = text.strip()
     if not text:
         return None
     try:
         tree = ast.parse(text, mode="eval").body
     except SyntaxError as exc:
-        raise ValueError(f"partition filter {text!r} is not valid Python syntax ({exc.msg}); "
-                         f"{ACCEPTED}") from exc
+        raise ValueError(
+            f"partition filter {text!r} is not valid Python syntax ({exc.msg}); {ACCEPTED}"
+        ) from exc
     try:
         return _Parser(text, fields).expr(tree)
     except (TypeError, pa.ArrowException) as exc:  # e.g. pa.array(["a", 1])
@@ -232,8 +266,11 @@ def filter_files(files: Sequence[T], expression: pc.Expression | str | list[str]
     except (pa.ArrowException, TypeError) as exc:
         # An expression built in code skips the parser's field check; pyarrow names the field.
         match = re.search(r"No match for FieldRef\.Name\((.*?)\)", str(exc))
-        why = (_unknown_field(match.group(1), PARTITION_KEYS) if match else
-               f"cannot be applied to the partition values (all strings): {exc}")
+        why = (
+            _unknown_field(match.group(1), PARTITION_KEYS)
+            if match
+            else f"cannot be applied to the partition values (all strings): {exc}"
+        )
         raise ValueError(f"partition filter {describe(expression)}: {why}") from exc
     return [files[i] for i in sorted(rows)]
 

@@ -6,11 +6,12 @@ offsets (zero-copy NumPy views), never as per-row Python objects.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dali_asr.storage.discovery import DataFile, DatasetError
@@ -70,53 +71,68 @@ class AudioColumn:
 
 
 class ParquetFiles:
-    """The files of a split, opened lazily (a few handles kept) and schema-checked once."""
+    """The files of a split: footers read once (schema-checked, cached), row groups read
+    through a fresh reader per call, so several threads may read at once."""
 
-    def __init__(self, files: list[DataFile], max_open: int = 16) -> None:
+    def __init__(
+        self,
+        files: list[DataFile],
+        filesystem: pafs.FileSystem | None = None,
+        use_threads: bool = False,
+    ) -> None:
         self.files = files
-        self._open: OrderedDict[int, pq.ParquetFile] = OrderedDict()
-        self._max_open = max_open
-        self._checked: set[int] = set()
+        self.filesystem = filesystem
+        self.use_threads = use_threads
+        self._metadata: dict[int, pq.FileMetaData] = {}
+        self._lock = threading.Lock()
         self.row_groups_read = 0
         """Row groups read so far (data pages, not footers): start-up cost is visible."""
 
-    def handle(self, index: int) -> pq.ParquetFile:
-        pf = self._open.get(index)
-        if pf is not None:
-            self._open.move_to_end(index)
-            return pf
+    def _open(self, index: int, metadata: pq.FileMetaData | None = None) -> pq.ParquetFile:
+        file = self.files[index]
+        source = (
+            self.filesystem.open_input_file(str(file.path))
+            if self.filesystem is not None
+            else file.path
+        )
+        return pq.ParquetFile(source, metadata=metadata)
+
+    def metadata(self, index: int) -> pq.FileMetaData:
+        """The footer of a file; the first call checks its schema."""
+        meta = self._metadata.get(index)
+        if meta is not None:
+            return meta
         file = self.files[index]
         try:
-            pf = pq.ParquetFile(file.path)
+            pf = self._open(index)
         except (OSError, pa.ArrowException) as e:
             raise DatasetError(f"{file.rel}: cannot open as parquet: {e}") from e
-        if index not in self._checked:
-            check_schema(pf.schema_arrow, file)
-            self._checked.add(index)
-        self._open[index] = pf
-        if len(self._open) > self._max_open:
-            self._open.popitem(last=False)
-        return pf
+        check_schema(pf.schema_arrow, file)
+        with self._lock:
+            self._metadata[index] = pf.metadata
+        return pf.metadata
 
     def check_all(self) -> None:
-        """Open every file once: schema errors surface at start, not mid-epoch."""
+        """Read every footer once: schema errors surface at start, not mid-epoch."""
         for i in range(len(self.files)):
-            self.handle(i)
+            self.metadata(i)
 
     def row_groups(self) -> list[RowGroupRef]:
         """Every row group of the split, in file order."""
         refs = []
         for i in range(len(self.files)):
-            meta = self.handle(i).metadata
+            meta = self.metadata(i)
             refs.extend(
                 RowGroupRef(i, g, meta.row_group(g).num_rows) for g in range(meta.num_row_groups)
             )
         return refs
 
     def read(self, ref: RowGroupRef, columns: list[str]) -> pa.Table:
-        self.row_groups_read += 1
+        with self._lock:
+            self.row_groups_read += 1
         try:
-            return self.handle(ref.file_index).read_row_group(ref.row_group, columns=columns)
+            pf = self._open(ref.file_index, self.metadata(ref.file_index))
+            return pf.read_row_group(ref.row_group, columns=columns, use_threads=self.use_threads)
         except (OSError, pa.ArrowException) as e:
             rel = self.files[ref.file_index].rel
             raise DatasetError(f"{rel}: cannot read row group {ref.row_group}: {e}") from e

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dali_asr.storage.examples import Example, ExampleReader
+from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
 from dali_asr.storage.row_groups import RowGroupRef
 from dali_asr.storage.sampling import WeightedSampler
 from dali_asr.storage.weights import partition_weights, read_stats_tsv
@@ -68,27 +69,29 @@ class PartitionStream:
         with_audio: bool,
         rank: int = 0,
         world_size: int = 1,
+        prefetch: int = 0,
+        pool: Executor | None = None,
     ) -> None:
         self.partition = partition
         self.order = row_group_order(len(partition.row_groups), seed)
-        self.reader = reader
-        self.with_audio = with_audio
         self.position = rank
         self.step = world_size
+        self._tables = ReadAhead(reader, self._refs(), with_audio, prefetch, pool)
         self._rows: list[Example] = []
         self._next_row = 0
-        self.row_groups_read = 0
+
+    def _refs(self) -> Iterator[RowGroupRef]:
+        while True:
+            yield self.partition.row_groups[self.order[self.position % len(self.order)]]
+            self.position += self.step
 
     def __iter__(self) -> Iterator[Example]:
         return self
 
     def __next__(self) -> Example:
         while self._next_row >= len(self._rows):
-            ref = self.partition.row_groups[self.order[self.position % len(self.order)]]
-            self.position += self.step
-            self._rows = self.reader.read(ref, self.with_audio)
+            self._rows = next(self._tables)
             self._next_row = 0
-            self.row_groups_read += 1
         ex = self._rows[self._next_row]
         self._next_row += 1
         return ex
