@@ -26,6 +26,9 @@ class ConfigError(ValueError):
 class BatchingStrategy(str, Enum):
     LENGTH = "LENGTH"
     STATIC = "STATIC"
+    LENGTH_SORTED = "LENGTH_SORTED"
+    """dali-asr's: sort a window of ``dali_asr.sort_window`` examples by length and cut
+    batches under LENGTH's budget rules (better padding than first-fit buckets)."""
 
 
 class SyncMode(str, Enum):
@@ -162,6 +165,8 @@ class DaliAsrSettings:
     """Batches DALI decodes ahead of the one being collated."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
+    sort_window: int = 1000
+    """LENGTH_SORTED: examples sorted together; memory is this many examples."""
     reference_train_stream: bool = False
     """Reproduce the reference's training stream batch for batch, quirks included: partition
     seeds offset by the world size and each partition's first example discarded."""
@@ -188,7 +193,7 @@ class LoaderConfig:
             "asr_task_config.max_audio_len",
             f">= min_audio_len ({t.min_audio_len})",
         )
-        if t.batching_strategy is BatchingStrategy.LENGTH:
+        if t.batching_strategy is not BatchingStrategy.STATIC:
             _require(
                 t.max_num_elements >= t.max_audio_len,
                 "asr_task_config.max_num_elements",
@@ -212,6 +217,7 @@ class LoaderConfig:
         )
         _require(d.prefetch_queue_depth >= 1, "dali_asr.prefetch_queue_depth", ">= 1")
         _require(d.pad_to_multiple >= 1, "dali_asr.pad_to_multiple", ">= 1")
+        _require(d.sort_window >= 1, "dali_asr.sort_window", ">= 1")
 
     @property
     def output_dtype(self) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
+import tempfile
 import threading
+import weakref
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +146,8 @@ class AsrLoader:
         self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
         self._len: int | None = None
         self._epoch: _Epoch | None = None
+        self._temp_cache: weakref.finalize | None = None
+        self._temp_cache_path = ""
         self.epochs_started = 0
 
     def _discover(self, storage: MixtureParquetStorageConfig) -> tuple[list, list[range]]:
@@ -165,10 +170,26 @@ class AsrLoader:
             files.extend(found)
         return files, segments
 
+    def _cache_dir(self) -> str | None:
+        """The training stream's row-group cache (``fragment_loading.cache``): the configured
+        ``cache_dir``, or a temporary folder removed when the loader is closed (the reference
+        leaves its temporary folders behind)."""
+        loading = self.config.mixture_parquet_storage_config.fragment_loading
+        if not loading.cache:
+            return None
+        if loading.cache_dir is not None:
+            Path(loading.cache_dir).mkdir(parents=True, exist_ok=True)
+            return loading.cache_dir
+        if self._temp_cache is None or not self._temp_cache.alive:
+            path = tempfile.mkdtemp(prefix="dali-asr-cache-")
+            self._temp_cache = weakref.finalize(self, shutil.rmtree, path, ignore_errors=True)
+            self._temp_cache_path = path
+        return self._temp_cache_path
+
     def planner(self, report: SkipReport | None = None) -> SinglePassPlanner | TrainStreamPlanner:
         """A planner over this split; ``batches()`` gives the plan without decoding audio."""
         if self.endless:
-            return TrainStreamPlanner(
+            planner = TrainStreamPlanner(
                 self.files,
                 self.task,
                 self.tokenizer,
@@ -177,7 +198,10 @@ class AsrLoader:
                 self.rank,
                 self.world_size,
                 self.config.dali_asr.reference_train_stream,
+                self._cache_dir(),
             )
+            planner.sort_window = self.config.dali_asr.sort_window
+            return planner
         planners = [
             SinglePassPlanner(
                 self.files,
@@ -186,9 +210,13 @@ class AsrLoader:
                 report,
                 self.config.mixture_parquet_storage_config,
                 file_indices=segment,
+                rank=self.rank,
+                world_size=self.world_size,
             )
             for segment in self.segments
         ]
+        for p in planners:
+            p.sort_window = self.config.dali_asr.sort_window
         return planners[0] if len(planners) == 1 else ChainedPlanner(planners)
 
     def __len__(self) -> int:
@@ -213,10 +241,13 @@ class AsrLoader:
         return self._epoch
 
     def close(self) -> None:
-        """Stop the threads of the running epoch; safe to call more than once."""
+        """Stop the threads of the running epoch and remove a temporary row-group cache;
+        safe to call more than once."""
         if getattr(self, "_epoch", None) is not None:
             self._epoch.close()
             self._epoch = None
+        if getattr(self, "_temp_cache", None) is not None:
+            self._temp_cache()
 
     def __enter__(self) -> AsrLoader:
         return self

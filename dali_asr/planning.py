@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from dali_asr.batching import LengthBucketer, StaticBatcher, length_bucket_sizes
 from dali_asr.batching.shuffle import BlockShuffler
+from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
 from dali_asr.report import ExampleKey, SkipReport
 from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
@@ -36,10 +37,24 @@ __all__ = [
 ]
 
 
-def make_batcher(task: AsrTaskConfig) -> LengthBucketer[Example] | StaticBatcher[Example]:
-    """The reference's batching stage for a task config (T6)."""
+Batcher = LengthBucketer[Example] | StaticBatcher[Example] | SortedWindowBatcher[Example]
+
+
+def make_batcher(task: AsrTaskConfig, sort_window: int = 1000) -> Batcher:
+    """The batching stage for a task config (T6): the reference's STATIC or LENGTH, or
+    LENGTH_SORTED (dali-asr's: sort ``sort_window`` examples, cut under the same budget)."""
     if task.batching_strategy is BatchingStrategy.STATIC:
         return StaticBatcher(task.batch_size, drop_remainder=task.drop_remainder)
+    if task.batching_strategy is BatchingStrategy.LENGTH_SORTED:
+        return SortedWindowBatcher(
+            window=sort_window,
+            max_num_elements=task.max_num_elements,
+            max_len=task.max_audio_len,
+            min_len=task.min_audio_len,
+            num_seqs_multiple_of=task.num_seqs_multiple_of,
+            drop_remainder=task.drop_remainder,
+            seed=task.seed + 2,
+        )
     sizes = length_bucket_sizes(
         min_audio_len=task.min_audio_len,
         max_audio_len=task.max_audio_len,
@@ -57,6 +72,8 @@ def max_batch_size(task: AsrTaskConfig) -> int:
     batcher = make_batcher(task)
     if isinstance(batcher, StaticBatcher):
         return task.batch_size
+    if isinstance(batcher, SortedWindowBatcher):
+        return batcher.capacity(task.min_audio_len)
     return max(size for size, _ in batcher.bucket_sizes)
 
 
@@ -72,12 +89,14 @@ class _Planner:
         tokenizer: Tokenizer,
         report: SkipReport | None = None,
         storage: MixtureParquetStorageConfig | None = None,
+        sort_window: int = 1000,
     ) -> None:
         self.files = files
         self.task = task
         self.tokenizer = tokenizer
         self.report = report if report is not None else SkipReport()
         self.storage = storage if storage is not None else MixtureParquetStorageConfig()
+        self.sort_window = sort_window
         self.pool: ThreadPoolExecutor | None = None
         text_filter = TextFilter(
             task.min_samples_per_char, task.filter_long_text_threshold, tokenizer
@@ -118,7 +137,7 @@ class _Planner:
 
     def _all_batches(self, with_audio: bool) -> Iterator[list[Example]]:
         shuffler: BlockShuffler[Example] = BlockShuffler(self.example_window(), self.task.seed)
-        batcher = make_batcher(self.task)
+        batcher = make_batcher(self.task, self.sort_window)
         batch_shuffler: BlockShuffler[list[Example]] = BlockShuffler(
             self.task.batch_shuffle_window, self.task.seed + 1
         )
@@ -137,7 +156,7 @@ class _Planner:
     def _stage(
         self,
         shuffled: Iterable[Example],
-        batcher: LengthBucketer[Example] | StaticBatcher[Example],
+        batcher: Batcher,
         batch_shuffler: BlockShuffler[list[Example]],
     ) -> Iterator[list[Example]]:
         for ex in shuffled:
@@ -146,9 +165,11 @@ class _Planner:
                 continue
             if self.task.remove_unknown:
                 ex.tokens = ex.tokens[ex.tokens != self.tokenizer.unk_idx]
-            batch = batcher.push(ex, ex.audio_size)
-            if batch is not None:
-                yield from batch_shuffler.push(batch)
+            emitted = batcher.push(ex, ex.audio_size)
+            if isinstance(batcher, SortedWindowBatcher):
+                yield from self._batch_stage(emitted, batch_shuffler)
+            elif emitted is not None:
+                yield from batch_shuffler.push(emitted)
 
     @staticmethod
     def _batch_stage(
@@ -179,10 +200,14 @@ class SinglePassPlanner(_Planner):
         report: SkipReport | None = None,
         storage: MixtureParquetStorageConfig | None = None,
         file_indices: range | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         super().__init__(files, task, tokenizer, report, storage)
         if file_indices is not None:
             self.row_groups = [r for r in self.row_groups if r.file_index in file_indices]
+        # The reference deals row groups round-robin to ranks, the last ones unevenly.
+        self.row_groups = self.row_groups[rank::world_size]
 
     def examples(self, with_audio: bool) -> Iterator[Example]:
         depth = self.storage.fragment_loading.nb_prefetch
@@ -233,9 +258,11 @@ class TrainStreamPlanner(_Planner):
         rank: int = 0,
         world_size: int = 1,
         reference_quirks: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__(files, task, tokenizer, report, storage)
         self.reference_quirks = reference_quirks
+        self.reader.cache_dir = cache_dir
         self.rank = rank
         self.world_size = world_size
         partitions = group_partitions(files.files, self.row_groups)

@@ -46,8 +46,10 @@ ACCEPTED = [
     (FLEURS_MLS_MINI, F("corpus").isin(["mls"])),
     ('pc.field("corpus").isin(["mls", "fleurs"])', F("corpus").isin(["mls", "fleurs"])),
     ('pc.field("corpus").isin(("cv",))', F("corpus") == "cv"),
-    ('(pc.field("language") == "eng_Latn") | (pc.field("language") == "fra_Latn")',
-     (F("language") == "eng_Latn") | (F("language") == "fra_Latn")),
+    (
+        '(pc.field("language") == "eng_Latn") | (pc.field("language") == "fra_Latn")',
+        (F("language") == "eng_Latn") | (F("language") == "fra_Latn"),
+    ),
     ('~pc.field("corpus").isin(["mls"])', ~F("corpus").isin(["mls"])),
     ('pa.compute.field("split") != "test"', F("split") != "test"),
     ('pyarrow.compute.field("split") == "dev"', F("split") == "dev"),
@@ -59,17 +61,25 @@ ACCEPTED = [
     ('pc.field("corpus") >= "fleurs"', F("corpus") >= "fleurs"),
     ('pc.field("corpus") < "fleurs"', F("corpus") < "fleurs"),
     ('"d" < pc.field("language") < "f"', (F("language") > "d") & (F("language") < "f")),
-    ('(pc.field("corpus") == "mls") & (pc.field("split") == "train")',
-     (F("corpus") == "mls") & (F("split") == "train")),
-    ('pc.field("corpus") == "mls" and pc.field("split") != "train"',
-     (F("corpus") == "mls") & (F("split") != "train")),
-    ('pc.field("split") == "dev" or pc.field("corpus") == "cv"',
-     (F("split") == "dev") | (F("corpus") == "cv")),
+    (
+        '(pc.field("corpus") == "mls") & (pc.field("split") == "train")',
+        (F("corpus") == "mls") & (F("split") == "train"),
+    ),
+    (
+        'pc.field("corpus") == "mls" and pc.field("split") != "train"',
+        (F("corpus") == "mls") & (F("split") != "train"),
+    ),
+    (
+        'pc.field("split") == "dev" or pc.field("corpus") == "cv"',
+        (F("split") == "dev") | (F("corpus") == "cv"),
+    ),
     ('not pc.field("split") == "train"', F("split") != "train"),
     ('pc.field("corpus").is_valid()', F("corpus").is_valid()),
     ('pc.field("corpus").is_null()', F("corpus").is_null()),
-    ('pc.is_in(pc.field("split"), value_set=pa.array(["dev", "test"]))',
-     F("split").isin(["dev", "test"])),
+    (
+        'pc.is_in(pc.field("split"), value_set=pa.array(["dev", "test"]))',
+        F("split").isin(["dev", "test"]),
+    ),
     ('pc.is_in(pc.field("split"), ["dev"])', F("split") == "dev"),
     ('pc.greater_equal(pc.field("corpus"), "fleurs")', F("corpus") >= "fleurs"),
     ('pc.greater(pc.field("corpus"), pc.scalar("fleurs"))', F("corpus") > "fleurs"),
@@ -77,10 +87,14 @@ ACCEPTED = [
     ('pc.not_equal(pc.field("corpus"), "cv")', F("corpus") != "cv"),
     ('pc.less(pc.field("corpus"), "fleurs")', F("corpus") < "fleurs"),
     ('pc.less_equal(pc.field("corpus"), "fleurs")', F("corpus") <= "fleurs"),
-    ('pc.and_(pc.field("corpus") == "mls", pc.field("split") == "dev")',
-     (F("corpus") == "mls") & (F("split") == "dev")),
-    ('pc.or_(pc.field("corpus") == "cv", pc.field("split") == "dev")',
-     (F("corpus") == "cv") | (F("split") == "dev")),
+    (
+        'pc.and_(pc.field("corpus") == "mls", pc.field("split") == "dev")',
+        (F("corpus") == "mls") & (F("split") == "dev"),
+    ),
+    (
+        'pc.or_(pc.field("corpus") == "cv", pc.field("split") == "dev")',
+        (F("corpus") == "cv") | (F("split") == "dev"),
+    ),
     ('pc.invert(pc.field("corpus") == "mls")', F("corpus") != "mls"),
     ('pc.is_valid(pc.field("corpus"))', F("corpus").is_valid()),
     ('pc.field("corpus").isin([])', F("corpus") == "none"),
@@ -96,7 +110,9 @@ def test_accepted_constructs_select_what_pyarrow_selects(text: str, expected: pc
 
 def test_fleurs_mls_mini_keeps_only_mls_in_order():
     assert kept(FLEURS_MLS_MINI) == [
-        ("mls", "train", "fra_Latn"), ("mls", "dev", "eng_Latn"), ("mls", "test", "deu_Latn"),
+        ("mls", "train", "fra_Latn"),
+        ("mls", "dev", "eng_Latn"),
+        ("mls", "test", "deu_Latn"),
     ]
 
 
@@ -121,45 +137,49 @@ def test_list_is_and_ed_and_empty_is_none():
 def test_filter_files_keeps_order_and_handles_no_files():
     files = list(reversed(FILES))
     assert filter_files(files, 'pc.field("split") == "train"') == [
-        f for f in files if f.split == "train"]
+        f for f in files if f.split == "train"
+    ]
     assert filter_files([], FLEURS_MLS_MINI) == []
     assert filter_files(FILES, F("corpus") == "nothing") == []
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("__import__('os').system('x')", "__import__('os').system"),
-    ("open('f')", "calling open"),
-    ("exec('1')", "calling exec"),
-    ('pc.field("corpus").__class__', ".__class__"),
-    ("().__class__.__bases__[0].__subclasses__()", "__subclasses__"),
-    ('pc.field("corpus").isin.__globals__', "__globals__"),
-    ('pc.field("corpus").cast("int64") == 1', 'cast("int64")'),
-    ("pa.compute.list_flatten(pc.field('corpus'))", "pa.compute.list_flatten"),
-    ("pc.field", "pc.field"),
-    ("corpus", "names are not accepted in 'corpus'"),
-    ('pc.field(corpus) == "x"', "a field name must be a string literal"),
-    ('pc.field("a", "b") == "x"', "exactly one argument"),
-    ("lambda: 1", "lambdas"),
-    ('pc.field("corpus") == [x for x in "ab"]', "ListComp"),
-    ('pc.field("corpus")[0] == "x"', "subscripts"),
-    ('pc.field("corpus") == f"{1}"', "f-strings"),
-    ('pc.field("corpus") == None', "'None'"),
-    ('pc.field("corpus") == b"x"', "'b\"x\"'"),
-    ('pc.field("corpus") == ("a", ["b"])', "nested lists"),
-    ('pc.field("corpus") in ["mls"]', ".isin"),
-    ('pc.field("corpus") is None', "operator Is"),
-    ('pc.field("corpus") == ["mls"]', "a list cannot be compared"),
-    ('pc.field("corpus") == "mls" & pc.field("split") == "dev"', "put parentheses"),
-    ('"a" == "a"', "a field on one side"),
-    ('"mls"', "expected an expression over a field, got 'mls'"),
-    ('pc.equal("a", "a")', "the call involves no field"),
-    ('pc.field("corpus").isin("mls")', ".isin() takes a list"),
-    ('pc.field("corpus").is_null(True)', "wrong arguments to .is_null()"),
-    ('pc.is_in(pc.field("corpus"), options=None)', "no keyword but value_set"),
-    ('pc.field("corpus") ==', "not valid Python syntax"),
-    ('pc.field("corpus") + "x"', "BinOp"),
-    ('pc.field("dataset") == "x"', "unknown partition field 'dataset'"),
-])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("__import__('os').system('x')", "__import__('os').system"),
+        ("open('f')", "calling open"),
+        ("exec('1')", "calling exec"),
+        ('pc.field("corpus").__class__', ".__class__"),
+        ("().__class__.__bases__[0].__subclasses__()", "__subclasses__"),
+        ('pc.field("corpus").isin.__globals__', "__globals__"),
+        ('pc.field("corpus").cast("int64") == 1', 'cast("int64")'),
+        ("pa.compute.list_flatten(pc.field('corpus'))", "pa.compute.list_flatten"),
+        ("pc.field", "pc.field"),
+        ("corpus", "names are not accepted in 'corpus'"),
+        ('pc.field(corpus) == "x"', "a field name must be a string literal"),
+        ('pc.field("a", "b") == "x"', "exactly one argument"),
+        ("lambda: 1", "lambdas"),
+        ('pc.field("corpus") == [x for x in "ab"]', "ListComp"),
+        ('pc.field("corpus")[0] == "x"', "subscripts"),
+        ('pc.field("corpus") == f"{1}"', "f-strings"),
+        ('pc.field("corpus") == None', "'None'"),
+        ('pc.field("corpus") == b"x"', "'b\"x\"'"),
+        ('pc.field("corpus") == ("a", ["b"])', "nested lists"),
+        ('pc.field("corpus") in ["mls"]', ".isin"),
+        ('pc.field("corpus") is None', "operator Is"),
+        ('pc.field("corpus") == ["mls"]', "a list cannot be compared"),
+        ('pc.field("corpus") == "mls" & pc.field("split") == "dev"', "put parentheses"),
+        ('"a" == "a"', "a field on one side"),
+        ('"mls"', "expected an expression over a field, got 'mls'"),
+        ('pc.equal("a", "a")', "the call involves no field"),
+        ('pc.field("corpus").isin("mls")', ".isin() takes a list"),
+        ('pc.field("corpus").is_null(True)', "wrong arguments to .is_null()"),
+        ('pc.is_in(pc.field("corpus"), options=None)', "no keyword but value_set"),
+        ('pc.field("corpus") ==', "not valid Python syntax"),
+        ('pc.field("corpus") + "x"', "BinOp"),
+        ('pc.field("dataset") == "x"', "unknown partition field 'dataset'"),
+    ],
+)
 def test_rejected_with_the_fragment_quoted(text: str, fragment: str):
     with pytest.raises(ValueError, match="accepted") as info:
         parse_partition_filter(text)

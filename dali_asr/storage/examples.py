@@ -3,12 +3,16 @@ rejected) and, when loading, its encoded audio bytes."""
 
 from __future__ import annotations
 
+import os
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from dali_asr.storage.row_groups import AUDIO, LENGTH, TEXT, ParquetFiles, RowGroupRef
 from dali_asr.text import TextFilter
@@ -33,16 +37,37 @@ class Example:
     audio: np.ndarray | None = None
 
 
-class ExampleReader:
-    """Reads row groups into examples, in file order."""
+def memory_mapped_copy(table: pa.Table, cache_dir: str | Path) -> pa.Table:
+    """The reference's ``fragment_loading.cache``: the table written to an Arrow IPC file and
+    mapped back, so what it holds is file-backed memory the kernel may page out. The file is
+    unlinked at once; the mapping keeps it readable until the last view of it is gone."""
+    path = Path(cache_dir) / f"rowgroup-{uuid.uuid4().hex}.arrow"
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    try:
+        with pa.memory_map(str(path), "rb") as source:
+            return pa.ipc.open_stream(source).read_all()
+    finally:
+        os.unlink(path)
 
-    def __init__(self, files: ParquetFiles, text_filter: TextFilter) -> None:
+
+class ExampleReader:
+    """Reads row groups into examples, in file order. With ``cache_dir`` each row group is
+    memory-mapped from a local copy and examples' audio are views of it; otherwise each
+    example's bytes are copied out so the row group's buffers are freed at once."""
+
+    def __init__(
+        self, files: ParquetFiles, text_filter: TextFilter, cache_dir: str | Path | None = None
+    ) -> None:
         self.files = files
         self.text_filter = text_filter
+        self.cache_dir = cache_dir
 
     def read(self, ref: RowGroupRef, with_audio: bool) -> list[Example]:
         columns = [LENGTH, TEXT, AUDIO] if with_audio else [LENGTH, TEXT]
         table = self.files.read(ref, columns)
+        if with_audio and self.cache_dir is not None:
+            table = memory_mapped_copy(table, self.cache_dir)
         sizes = table.column(LENGTH).to_numpy().astype(np.int64, copy=False)
         texts = [t or "" for t in table.column(TEXT).to_pylist()]
         tokens, reasons = self.text_filter.apply_batch(sizes, texts)
@@ -51,8 +76,11 @@ class ExampleReader:
         for r, (size, text, tok, reason) in enumerate(
             zip(sizes.tolist(), texts, tokens, reasons, strict=True)
         ):
-            # A copy, so that one example waiting in a bucket does not pin its whole row group.
-            blob = audio.row(r).copy() if audio is not None else None
+            blob = None
+            if audio is not None:
+                # Without the mapped copy, a view would pin the whole row group in memory for
+                # as long as one of its examples waits in a bucket.
+                blob = audio.row(r) if self.cache_dir is not None else audio.row(r).copy()
             out.append(Example(ref.file_index, ref.row_group, r, size, text, tok, reason, blob))
         return out
 

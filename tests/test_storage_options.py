@@ -1,0 +1,179 @@
+"""Storage options on real data: filesystems, comma-separated splits, partition filters on
+every split, row-group read-ahead, the row-group cache, rank sharding of a single pass, and
+LENGTH_SORTED batching."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from dali_asr.config import config_from_dict
+from dali_asr.loader import AsrLoader
+from dali_asr.storage.discovery import DatasetError
+
+TASK = {
+    "min_audio_len": 16_000,
+    "max_audio_len": 480_000,
+    "max_num_elements": 960_000,
+    "num_seqs_multiple_of": 8,
+    "example_shuffle_window": 1,
+    "batch_shuffle_window": 1,
+}
+
+
+def config(task: dict | None = None, **storage: object):
+    return config_from_dict(
+        {
+            "asr_task_config": {**TASK, **(task or {})},
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST", **storage},
+        }
+    )
+
+
+def keys(loader: AsrLoader, limit: int | None = None) -> list[list[tuple[str, int, int]]]:
+    planner = loader.planner()
+    return [
+        [(k.file, k.row_group, k.row) for k in map(planner.key, batch)]
+        for batch in islice(planner.batches(), limit)
+    ]
+
+
+def test_filesystem_object_gives_the_same_plan(espeak_root: Path, espeak_tokenizer) -> None:
+    local = AsrLoader(espeak_root, "dev", config(), espeak_tokenizer)
+    fs = pafs.SubTreeFileSystem(str(espeak_root), pafs.LocalFileSystem())
+    remote = AsrLoader("", "dev", config(), espeak_tokenizer, filesystem=fs)
+    assert remote.filesystem is fs
+    assert keys(remote) == keys(local)
+    first = next(iter(remote))
+    assert first.batch_size == len(keys(local)[0])
+
+
+def test_comma_separated_splits_make_one_pass_each(espeak_root: Path, espeak_tokenizer) -> None:
+    both = AsrLoader(espeak_root, "dev,test", config(), espeak_tokenizer)
+    dev = AsrLoader(espeak_root, "dev", config(), espeak_tokenizer)
+    test = AsrLoader(espeak_root, "test", config(), espeak_tokenizer)
+    assert keys(both) == keys(dev) + keys(test)
+    assert len(both) == len(dev) + len(test)
+    splits = {s for b in both for s in b.split}
+    assert splits == {"dev", "test"}
+
+
+def test_partition_filters_apply_to_a_validation_split(espeak_root: Path, espeak_tokenizer) -> None:
+    flt = 'pc.field("corpus").isin(["espeak_fast"]) & (pc.field("language") != "rus_Cyrl")'
+    loader = AsrLoader(
+        espeak_root,
+        "dev",
+        config(fragment_streaming={"partition_filters": flt}),
+        espeak_tokenizer,
+    )
+    assert {(f.corpus, f.language) for f in loader.files.files} == {
+        ("espeak_fast", "eng_Latn"),
+        ("espeak_fast", "fra_Latn"),
+        ("espeak_fast", "swh_Latn"),
+    }
+    nothing = config(fragment_streaming={"partition_filters": 'pc.field("corpus") == "x"'})
+    with pytest.raises(DatasetError, match="leave no files"):
+        AsrLoader(espeak_root, "dev", nothing, espeak_tokenizer)
+
+
+def test_read_ahead_does_not_change_the_plan(small_dataset: Path, espeak_tokenizer) -> None:
+    plans = [
+        keys(
+            AsrLoader(
+                small_dataset,
+                "train",
+                config(fragment_loading={"nb_prefetch": n}),
+                espeak_tokenizer,
+            )
+        )
+        for n in (0, 1, 3)
+    ]
+    assert plans[0] == plans[1] == plans[2]
+
+
+def test_row_group_cache_in_the_training_stream(
+    small_dataset: Path, espeak_tokenizer, tmp_path: Path
+) -> None:
+    def train_config(cache: bool, cache_dir: str | None = None):
+        return config_from_dict(
+            {
+                "asr_task_config": {**TASK, "max_num_batches": 12},
+                "mixture_parquet_storage_config": {
+                    "fragment_loading": {"cache": cache, "cache_dir": cache_dir}
+                },
+            }
+        )
+
+    cached = AsrLoader(
+        small_dataset, "train", train_config(True, str(tmp_path / "c")), espeak_tokenizer
+    )
+    plain = AsrLoader(small_dataset, "train", train_config(False), espeak_tokenizer)
+    got = [(b.keys, b.source_seqs.sum().item()) for b in cached]
+    want = [(b.keys, b.source_seqs.sum().item()) for b in plain]
+    assert got == want and len(got) == 12
+    assert list((tmp_path / "c").iterdir()) == []  # mapped copies are unlinked at once
+    temporary = AsrLoader(small_dataset, "train", train_config(True), espeak_tokenizer)
+    path = Path(temporary.planner().reader.cache_dir)
+    assert path.is_dir()
+    temporary.close()
+    assert not path.exists()
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_single_pass_ranks_are_disjoint_and_complete(
+    small_dataset: Path, espeak_tokenizer, world_size: int
+) -> None:
+    whole = {
+        k for b in keys(AsrLoader(small_dataset, "train", config(), espeak_tokenizer)) for k in b
+    }
+    parts = [
+        {
+            k
+            for b in keys(
+                AsrLoader(
+                    small_dataset,
+                    "train",
+                    config(),
+                    espeak_tokenizer,
+                    rank=r,
+                    world_size=world_size,
+                )
+            )
+            for k in b
+        }
+        for r in range(world_size)
+    ]
+    assert set().union(*parts) == whole
+    assert sum(len(p) for p in parts) == len(whole)
+
+
+def test_length_sorted_pads_less_on_the_training_stream(
+    espeak_root: Path, espeak_tokenizer
+) -> None:
+    def efficiency(strategy: str) -> float:
+        cfg = config_from_dict(
+            {
+                "asr_task_config": {**TASK, "batching_strategy": strategy},
+                "mixture_parquet_storage_config": {
+                    "dataset_summary_path": str(espeak_root / "language_distribution_0.tsv"),
+                    "beta_corpus": 0.5,
+                    "beta_language": 0.5,
+                },
+                "dali_asr": {"sort_window": 1000},
+            }
+        )
+        planner = AsrLoader(espeak_root, "train", cfg, espeak_tokenizer).planner()
+        real = padded = 0
+        for batch in islice(planner.batches(), 600):
+            sizes = [ex.audio_size for ex in batch]
+            assert len(sizes) * max(sizes) <= 960_000
+            real += sum(sizes)
+            padded += len(sizes) * max(sizes)
+        return real / padded
+
+    sorted_eff, first_fit = efficiency("LENGTH_SORTED"), efficiency("LENGTH")
+    assert sorted_eff >= 0.97
+    assert sorted_eff > first_fit
