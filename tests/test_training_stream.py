@@ -3,6 +3,7 @@ and a start that reads metadata only."""
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from itertools import islice
 from pathlib import Path
@@ -169,3 +170,73 @@ def test_start_reads_metadata_only(tmp_path: Path, espeak_tokenizer) -> None:
     assert len(first) == 8
     # eight picks read at most eight row groups (plus one read ahead each), not one per partition
     assert 1 <= loader.files.row_groups_read <= 16
+
+
+def test_tsv_and_disk_mismatches_are_named(
+    small_dataset: Path, espeak_tokenizer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tsv = tmp_path / "stats.tsv"
+    tsv.write_text(
+        "corpus\tlanguage\thours\n"
+        "espeak_read\teng_Latn\t1.0\n"
+        "espeak_read\tfra_Latn\t2.0\n"
+        "espeak_read\tdeu_Latn\t3.0\n"  # in the TSV, not on disk
+    )  # espeak_fast/* are on disk, not in the TSV
+    config = config_from_dict(
+        {
+            "asr_task_config": TASK,
+            "mixture_parquet_storage_config": {
+                "dataset_summary_path": str(tsv),
+                "beta_corpus": 0.5,
+                "beta_language": 0.5,
+            },
+        }
+    )
+    with caplog.at_level(logging.WARNING, logger="dali_asr"):
+        planner = AsrLoader(small_dataset, "train", config, espeak_tokenizer).planner()
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "espeak_read/deu_Latn" in text
+    assert "espeak_fast/eng_Latn" in text and "espeak_fast/rus_Cyrl" in text
+    assert [p.name for p in planner.partitions] == ["espeak_read/eng_Latn", "espeak_read/fra_Latn"]
+    assert [p.index for p in planner.partitions] == [1, 2]
+
+
+def test_remove_unknown_drops_unk_tokens(small_dataset: Path) -> None:
+    from dali_asr.text import CharTokenizer
+
+    # a vocabulary without the letter "e": those characters become <unk>
+    tokenizer = CharTokenizer.from_texts(["abcdfghijklmnopqrstuvwxyz '"])
+    cfg = config_from_dict(
+        {
+            "asr_task_config": {**TASK, "remove_unknown": True, "max_num_batches": 3},
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        }
+    )
+    planner = AsrLoader(small_dataset, "train", cfg, tokenizer).planner()
+    for batch in planner.batches():
+        for ex in batch:
+            assert tokenizer.unk_idx not in ex.tokens.tolist()
+            assert len(ex.tokens) == len(ex.text) - ex.text.count("e") - sum(
+                c not in "abcdfghijklmnopqrstuvwxyz '" for c in ex.text if c != "e"
+            )
+
+
+def test_rank_and_world_size_come_from_torch_distributed(small_dataset: Path) -> None:
+    import socket
+
+    import torch.distributed as dist
+
+    from dali_asr.loader import resolve_rank
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        assert resolve_rank(None, None) == (0, 1)
+        assert resolve_rank(1, 3) == (1, 3)  # explicit values win
+    finally:
+        dist.destroy_process_group()
+    assert resolve_rank(None, None) == (0, 1)
+    with pytest.raises(ValueError, match="rank 3"):
+        resolve_rank(3, 2)
