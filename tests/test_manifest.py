@@ -95,7 +95,7 @@ def test_parse_audio_spec() -> None:
     assert parse_audio_spec("a/b.flac") == ("a/b.flac", -1, -1)
     assert parse_audio_spec("a/b.flac:10") == ("a/b.flac", 10, -1)
     assert parse_audio_spec("a/b.flac: 10 :20") == ("a/b.flac", 10, 20)
-    for bad in ("a:b", "a:1:2:3", "a::2", ":1:2", "a:-1:2"):
+    for bad in ("a:b", "a:1:2:3", "a::2", ":1:2", "a:-1:2", "a:²"):
         with pytest.raises(ValueError, match="expected"):
             parse_audio_spec(bad)
 
