@@ -352,10 +352,10 @@ def _from_recipe(doc: dict[str, Any], source: str) -> tuple[dict[str, Any], dict
         names = ", ".join(f"dataset.{k}" for k in unknown)
         raise ConfigError(f"{source}: unknown config key(s) {names}")
     storage_mode = dataset.get("storage_mode", "MIXTURE_PARQUET")
-    if storage_mode != "MIXTURE_PARQUET":
+    if storage_mode not in ("MIXTURE_PARQUET", "MANIFEST"):
         raise ConfigError(
-            f"{source}: dataset.storage_mode {storage_mode!r} is not supported; "
-            "dali-asr reads MIXTURE_PARQUET datasets"
+            f"{source}: dataset.storage_mode {storage_mode!r} is not supported; expected "
+            "MIXTURE_PARQUET or MANIFEST (dali-asr tells them apart by the --data folder)"
         )
     extra: dict[str, Any] = {}
     dtype = ((doc.get("trainer") or {}).get("mixed_precision") or {}).get("dtype")

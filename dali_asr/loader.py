@@ -8,6 +8,7 @@ a feeding thread hands the planned batches to DALI, whose own threads decode ahe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import shutil
@@ -54,8 +55,9 @@ from dali_asr.storage.discovery import (
     resolve_dataset_root,
 )
 from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
+from dali_asr.storage.manifest import ManifestFiles, is_manifest_dir, list_manifest_splits
 from dali_asr.storage.row_groups import ParquetFiles
-from dali_asr.text import Tokenizer, load_tokenizer
+from dali_asr.text import CharTokenizer, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -125,22 +127,21 @@ class AsrLoader:
                 "set sync_mode: UNTIL_LAST"
             )
         self.rank, self.world_size = resolve_rank(rank, world_size)
-        fs, _ = open_filesystem(data, filesystem)
+        fs, local = open_filesystem(data, filesystem)
         remote = filesystem is not None or not isinstance(fs, pafs.LocalFileSystem)
         self.filesystem = fs if remote else None
-        self.root = resolve_dataset_root(data, self.filesystem)
         if storage.pa_cpu_count > 0:
             pa.set_cpu_count(storage.pa_cpu_count)
             pa.set_io_thread_count(storage.pa_cpu_count)
-        files, self.segments = self._discover(storage)
-        self.files = ParquetFiles(files, self.filesystem, storage.fragment_loading.use_threads)
-        self.files.check_all()
-        if isinstance(tokenizer, Tokenizer):
-            self.tokenizer = tokenizer
+        if not remote and is_manifest_dir(Path(local)):
+            self._open_manifest(Path(local))
         else:
-            self.tokenizer = load_tokenizer(
-                None if tokenizer is None else Path(tokenizer), self.root
-            )
+            self.root = resolve_dataset_root(data, self.filesystem)
+            files, self.segments = self._discover(storage)
+            use_threads = storage.fragment_loading.use_threads
+            self.files = ParquetFiles(files, self.filesystem, use_threads)
+        self.files.check_all()
+        self.tokenizer = self._tokenizer(tokenizer)
         self.device = resolve_device(self.config.dali_asr.device)
         self.report = SkipReport()
         self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
@@ -149,6 +150,38 @@ class AsrLoader:
         self._temp_cache: weakref.finalize | None = None
         self._temp_cache_path = ""
         self.epochs_started = 0
+
+    def _open_manifest(self, directory: Path) -> None:
+        """The reference's manifest storage (``<split>.tsv`` + ``<split>.wrd``): one pass,
+        sharded across ranks by chunks of 100 lines (the reference does not shard it)."""
+        if len(self.splits) != 1:
+            raise ConfigError(
+                f"split {self.split!r}: a manifest folder is read one split at a time"
+            )
+        if self.split not in list_manifest_splits(directory):
+            found = ", ".join(list_manifest_splits(directory))
+            raise DatasetError(
+                f"no {self.split}.tsv in manifest folder {directory} (splits found: {found})"
+            )
+        self.root = directory
+        self.endless = False
+        self.files = ManifestFiles(directory, self.split)
+        self.segments = [range(1)]
+
+    def _tokenizer(self, tokenizer: Tokenizer | str | Path | None) -> Tokenizer:
+        if isinstance(tokenizer, Tokenizer):
+            return tokenizer
+        if tokenizer is not None:
+            return load_tokenizer(Path(tokenizer), None)
+        if isinstance(self.files, ManifestFiles):
+            with open(self.files.wrd_path, encoding="utf-8") as lines:
+                return CharTokenizer.from_texts(line.rstrip("\n") for line in lines)
+        if self.filesystem is not None:
+            raise ConfigError(
+                "a dataset on a remote filesystem needs --tokenizer (the built-in character "
+                "vocabulary is built from local files)"
+            )
+        return load_tokenizer(None, Path(self.root))
 
     def _discover(self, storage: MixtureParquetStorageConfig) -> tuple[list, list[range]]:
         """The files of every asked split (each split a contiguous segment), filtered by
@@ -347,9 +380,12 @@ class _Epoch(Iterator[Seq2SeqBatch]):
 
     def _plan(self) -> None:
         try:
-            for batch in self.loader.planner(self.loader.report).batches(with_audio=True):
-                if not self._put(self._planned, batch):
-                    return
+            # closing() ends the plan (and its read-ahead pool) when this thread stops early.
+            plan = self.loader.planner(self.loader.report).batches(with_audio=True)
+            with contextlib.closing(plan):
+                for batch in plan:
+                    if not self._put(self._planned, batch):
+                        return
             self._put(self._planned, _END)
         except BaseException as e:
             self._put(self._planned, _Failure(e))

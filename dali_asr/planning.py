@@ -132,7 +132,8 @@ class _Planner:
                 yield batch
         finally:
             if self.pool is not None:
-                self.pool.shutdown(wait=False, cancel_futures=True)
+                # wait: at most the reads in flight, and no thread outlives the plan
+                self.pool.shutdown(wait=True, cancel_futures=True)
                 self.pool = None
 
     def _all_batches(self, with_audio: bool) -> Iterator[list[Example]]:

@@ -243,8 +243,10 @@ def test_recipe_float16_dtype() -> None:
     assert cfg.output_dtype == "float16"
 
 
-def test_storage_mode_manifest_is_an_error() -> None:
-    message = config_error({"dataset": {"storage_mode": "MANIFEST"}})
+def test_storage_modes() -> None:
+    config_from_dict({"dataset": {"storage_mode": "MANIFEST"}})
+    config_from_dict({"dataset": {"storage_mode": "MIXTURE_PARQUET"}})
+    message = config_error({"dataset": {"storage_mode": "HUGGINGFACE"}})
     assert "dataset.storage_mode" in message
     assert "MANIFEST" in message
 
