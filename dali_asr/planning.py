@@ -116,12 +116,18 @@ class _Planner:
     def num_streams(self) -> int:
         return 1
 
+    def read_ahead(self) -> int:
+        """Row groups read ahead per stream: ``nb_prefetch`` finished tables waiting, plus
+        ``num_parallel_fragments - 1`` more loading at the same time (the reference's knobs)."""
+        loading = self.storage.fragment_loading
+        return max(0, loading.nb_prefetch) + max(0, loading.num_parallel_fragments - 1)
+
     def batches(self, with_audio: bool = False) -> Iterator[list[Example]]:
         """Yield the planned batches in order; ``max_num_batches`` stops the plan early.
-        Row groups are read ahead (``fragment_loading.nb_prefetch`` per stream) on a pool of
+        Row groups are read ahead (``read_ahead()`` per stream) on a pool of
         at most ``max_workers`` threads, shut down when the generator ends or is closed."""
         limit = self.task.max_num_batches
-        depth = self.storage.fragment_loading.nb_prefetch
+        depth = self.read_ahead()
         if depth > 0:
             threads = min(self.storage.max_workers, self.num_streams() * depth)
             self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="dali-asr-read")
@@ -211,7 +217,7 @@ class SinglePassPlanner(_Planner):
         self.row_groups = self.row_groups[rank::world_size]
 
     def examples(self, with_audio: bool) -> Iterator[Example]:
-        depth = self.storage.fragment_loading.nb_prefetch
+        depth = self.read_ahead()
         for rows in ReadAhead(self.reader, iter(self.row_groups), with_audio, depth, self.pool):
             yield from rows
 
@@ -309,7 +315,7 @@ class TrainStreamPlanner(_Planner):
                 with_audio,
                 self.rank,
                 self.world_size,
-                self.storage.fragment_loading.nb_prefetch,
+                self.read_ahead(),
                 self.pool,
             )
             for p in self.partitions
