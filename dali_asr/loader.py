@@ -142,6 +142,12 @@ class AsrLoader:
             self.files = ParquetFiles(files, self.filesystem, use_threads)
         self.files.check_all()
         self.tokenizer = self._tokenizer(tokenizer)
+        if self.task.example_shuffle_window == 0:
+            log.warning(
+                "example_shuffle_window 0 shuffles %s at once: every example, with its encoded "
+                "audio, is held in memory",
+                "blocks of one split's worth of rows" if self.endless else "the whole split",
+            )
         self.device = resolve_device(self.config.dali_asr.device)
         self.report = SkipReport()
         self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)

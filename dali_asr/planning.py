@@ -221,14 +221,6 @@ class SinglePassPlanner(_Planner):
         for rows in ReadAhead(self.reader, iter(self.row_groups), with_audio, depth, self.pool):
             yield from rows
 
-    def example_window(self) -> int:
-        window = self.task.example_shuffle_window
-        if window == 0:
-            log.warning(
-                "example_shuffle_window 0 shuffles the whole split at once: every "
-                "example (with its encoded audio, when loading) is held in memory"
-            )
-        return window
 
 
 class ChainedPlanner:
@@ -293,11 +285,6 @@ class TrainStreamPlanner(_Planner):
         window = self.task.example_shuffle_window
         if window == 0:
             window = sum(ref.num_rows for ref in self.row_groups)
-            log.warning(
-                "example_shuffle_window 0 on a training stream shuffles blocks of one "
-                "split's worth of rows (%d), all held in memory",
-                window,
-            )
         return window
 
     def num_streams(self) -> int:
