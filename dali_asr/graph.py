@@ -63,7 +63,8 @@ def build_pipeline(
     """Build the pipeline. ``source()`` returns the next batch of encoded files (uint8 arrays)
     and raises StopIteration at the end of the epoch; its batches may have any size up to
     ``max_batch_size``. Outputs on the CPU: the features of each utterance, ragged ([T] or
-    [frames, 80]); on the GPU: the features zero-padded to a dense batch, and the lengths."""
+    [frames, 80]), and the decoded sample counts; on the GPU: the features zero-padded to a
+    dense batch, their lengths, and the decoded sample counts."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(
@@ -84,6 +85,8 @@ def build_pipeline(
         )
         if device == "gpu":
             audio = audio.gpu()
+        # Samples after decoding and resampling: checked against the dataset's audio_size.
+        audio_lengths = audio.shape()[0:1]
         if spec.use_fbank:
             features = kaldi_fbank(audio)
         elif spec.normalize_audio:
@@ -93,10 +96,11 @@ def build_pipeline(
             features = audio
         if device == "gpu":
             # Until the collation kernels land, the GPU path pads inside DALI (dense output,
-            # handed to torch by DLPack); lengths come back as a small CPU tensor.
-            lengths = features.shape()[0:1]
-            return fn.pad(features, axes=[0], fill_value=0.0, align=pad_to_multiple), lengths
-        return features
+            # handed to torch by DLPack); lengths come back as small CPU tensors.
+            feature_lengths = features.shape()[0:1]
+            padded = fn.pad(features, axes=[0], fill_value=0.0, align=pad_to_multiple)
+            return padded, feature_lengths, audio_lengths
+        return features, audio_lengths
 
     return asr_features()
 

@@ -8,30 +8,19 @@ a feeding thread hands the planned batches to DALI, whose own threads decode ahe
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import shutil
 import tempfile
-import threading
 import weakref
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.collate import (
-    TORCH_DTYPES,
-    collate_audio,
-    collate_targets,
-    padding_mask,
-    to_torch_audio,
-)
+from dali_asr.collate import BatchMaker
 from dali_asr.config import (
     ConfigError,
     LoaderConfig,
@@ -39,7 +28,8 @@ from dali_asr.config import (
     SyncMode,
     load_config,
 )
-from dali_asr.graph import FeatureSpec, build_pipeline
+from dali_asr.feeding import END, Failure, Feeder, PipelineSettings
+from dali_asr.graph import FeatureSpec
 from dali_asr.planning import (
     ChainedPlanner,
     Example,
@@ -60,13 +50,6 @@ from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.text import CharTokenizer, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
 
 
 def is_training_stream(split: str, sync_mode: SyncMode) -> bool:
@@ -275,9 +258,35 @@ class AsrLoader:
     def __iter__(self) -> Iterator[Seq2SeqBatch]:
         if self._epoch is not None:
             self._epoch.close()
-        self._epoch = _Epoch(self)
+        planner = self.planner(self.report)
+        settings = self.config.dali_asr
+        feeder = Feeder(
+            plan=lambda: planner.batches(with_audio=True),
+            maker=self.batch_maker(),
+            settings=PipelineSettings(
+                spec=self.spec,
+                max_batch_size=max_batch_size(self.task),
+                num_threads=settings.num_threads,
+                device=self.device,
+                device_id=settings.device_id,
+                prefetch_queue_depth=settings.prefetch_queue_depth,
+                pad_to_multiple=settings.pad_to_multiple,
+                on_bad_audio=settings.on_bad_audio,
+            ),
+            report=self.report,
+            num_prefetch=self.task.num_prefetch,
+        )
+        self._epoch = _Epoch(feeder)
         self.epochs_started += 1
         return self._epoch
+
+    def batch_maker(self) -> BatchMaker:
+        return BatchMaker(
+            self.files.files,
+            self.tokenizer.pad_idx,
+            self.config.output_dtype,
+            self.config.dali_asr.pad_to_multiple,
+        )
 
     def close(self) -> None:
         """Stop the threads of the running epoch and remove a temporary row-group cache;
@@ -300,158 +309,29 @@ class AsrLoader:
     def planner_key_of(self, ex: Example) -> ExampleKey:
         return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
 
-    def make_batch(self, examples: list[Example], features: list[np.ndarray]) -> Seq2SeqBatch:
-        """Collate one planned batch and its features (the CPU path: NumPy reference)."""
-        lengths = np.array([len(f) for f in features], dtype=np.int64)
-        source = collate_audio(features, self.config.dali_asr.pad_to_multiple)
-        return self._batch(
-            examples,
-            to_torch_audio(source, self.config.output_dtype),
-            torch.from_numpy(lengths),
-            torch.from_numpy(padding_mask(lengths, source.shape[1])),
-        )
-
-    def make_gpu_batch(self, examples: list[Example], dense, lengths) -> Seq2SeqBatch:
-        """The GPU path: DALI's padded output is taken by DLPack without a copy. ``run()``
-        without a stream returns host-synchronised outputs, and the DLPack capsule holds a
-        reference to DALI's buffer, so it stays valid while torch uses it."""
-        source = torch.from_dlpack(dense.as_tensor())
-        dtype = TORCH_DTYPES[self.config.output_dtype]
-        if source.dtype != dtype:
-            source = source.to(dtype)
-        lens_np = np.array([int(np.asarray(lengths[i])[0]) for i in range(len(examples))])
-        lens = torch.from_numpy(lens_np).to(source.device)
-        mask = torch.arange(source.shape[1], device=source.device)[None, :] >= lens[:, None]
-        return self._batch(examples, source, lens, mask)
-
-    def _batch(
-        self,
-        examples: list[Example],
-        source: torch.Tensor,
-        lengths: torch.Tensor,
-        mask: torch.Tensor,
-    ) -> Seq2SeqBatch:
-        tokens = [ex.tokens for ex in examples]
-        targets = torch.from_numpy(collate_targets(tokens, self.tokenizer.pad_idx))
-        files = self.files.files
-        return Seq2SeqBatch(
-            source_seqs=source,
-            source_seq_lens=lengths,
-            source_padding_mask=mask,
-            target_seqs=targets.to(source.device),
-            target_seq_lens=torch.tensor([len(t) for t in tokens]).to(source.device),
-            keys=[self.planner_key_of(ex) for ex in examples],
-            language=[files[ex.file_index].language for ex in examples],
-            corpus=[files[ex.file_index].corpus for ex in examples],
-            split=[files[ex.file_index].split for ex in examples],
-            text=[ex.text for ex in examples],
-            audio_size=[ex.audio_size for ex in examples],
-        )
-
 
 class _Epoch(Iterator[Seq2SeqBatch]):
-    """One pass: its threads, queues and DALI pipeline. Closing it stops the threads."""
+    """One pass, as the training loop sees it. Its threads live in a ``Feeder`` that holds no
+    reference back, so dropping the iterator (or the loader) mid-epoch stops them."""
 
-    def __init__(self, loader: AsrLoader) -> None:
-        self.loader = loader
-        depth = loader.config.dali_asr.prefetch_queue_depth
-        self._planned: queue.Queue = queue.Queue(maxsize=depth + 1)
-        self._ready: queue.Queue = queue.Queue(maxsize=max(1, loader.task.num_prefetch))
-        self._stop = threading.Event()
-        self._in_dali: deque[list[Example]] = deque()
-        self._threads = [
-            threading.Thread(target=self._plan, name="dali-asr-plan", daemon=True),
-            threading.Thread(target=self._feed, name="dali-asr-feed", daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-
-    def _put(self, q: queue.Queue, item: object) -> bool:
-        """Put unless stopped; False when the epoch was closed meanwhile."""
-        while not self._stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _get(self, q: queue.Queue) -> object:
-        while not self._stop.is_set():
-            try:
-                return q.get(timeout=0.1)
-            except queue.Empty:
-                continue
-        return _END
-
-    def _plan(self) -> None:
-        try:
-            # closing() ends the plan (and its read-ahead pool) when this thread stops early.
-            plan = self.loader.planner(self.loader.report).batches(with_audio=True)
-            with contextlib.closing(plan):
-                for batch in plan:
-                    if not self._put(self._planned, batch):
-                        return
-            self._put(self._planned, _END)
-        except BaseException as e:
-            self._put(self._planned, _Failure(e))
-
-    def _source(self) -> list[np.ndarray]:
-        # Called by DALI (from the feeding thread) for each iteration it schedules.
-        item = self._get(self._planned)
-        if item is _END or isinstance(item, _Failure):
-            self._source_end = item
-            raise StopIteration
-        self._in_dali.append(item)
-        return [ex.audio for ex in item]
-
-    def _feed(self) -> None:
-        loader = self.loader
-        self._source_end: object = _END
-        try:
-            settings = loader.config.dali_asr
-            pipe = build_pipeline(
-                self._source,
-                loader.spec,
-                max_batch_size=max_batch_size(loader.task),
-                num_threads=settings.num_threads,
-                device=loader.device,
-                device_id=settings.device_id,
-                prefetch_queue_depth=settings.prefetch_queue_depth,
-                pad_to_multiple=settings.pad_to_multiple,
-            )
-            pipe.build()
-            while not self._stop.is_set():
-                try:
-                    outputs = pipe.run()
-                except StopIteration:
-                    break
-                examples = self._in_dali.popleft()
-                if loader.device == "gpu":
-                    batch = loader.make_gpu_batch(examples, *outputs)
-                else:
-                    (features,) = outputs
-                    arrays = [np.asarray(features[i]) for i in range(len(examples))]
-                    batch = loader.make_batch(examples, arrays)
-                if not self._put(self._ready, batch):
-                    return
-            end = self._source_end
-            self._put(self._ready, end if isinstance(end, _Failure) else _END)
-        except BaseException as e:
-            self._put(self._ready, _Failure(e))
+    def __init__(self, feeder: Feeder) -> None:
+        self._feeder = feeder
+        self._finalizer = weakref.finalize(self, feeder.stop)
 
     def __next__(self) -> Seq2SeqBatch:
-        item = self._get(self._ready)
-        if item is _END:
+        try:
+            item = self._feeder.get()
+        except BaseException:
+            # KeyboardInterrupt while waiting for a batch: stop every thread, then re-raise.
+            self.close()
+            raise
+        if item is END:
             self.close()
             raise StopIteration
-        if isinstance(item, _Failure):
+        if isinstance(item, Failure):
             self.close()
             raise item.error
         return item  # type: ignore[return-value]
 
     def close(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            if t is not threading.current_thread():
-                t.join(timeout=10)
+        self._finalizer()

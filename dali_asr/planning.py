@@ -222,7 +222,6 @@ class SinglePassPlanner(_Planner):
             yield from rows
 
 
-
 class ChainedPlanner:
     """Several single passes in turn (comma-separated validation splits): each split is
     planned on its own, as the reference builds one reader per split."""

@@ -28,7 +28,7 @@ def _run_graph(blobs: list[np.ndarray], spec: FeatureSpec) -> list[np.ndarray]:
     batches = iter([blobs])
     pipe = build_pipeline(lambda: next(batches), spec, max_batch_size=len(blobs), num_threads=2)
     pipe.build()
-    (out,) = pipe.run()
+    out, _ = pipe.run()
     return [np.asarray(out[i]).copy() for i in range(len(blobs))]
 
 

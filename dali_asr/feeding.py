@@ -1,0 +1,275 @@
+"""The threads behind one epoch: planning, and feeding DALI and collating its outputs.
+
+A planning thread puts planned batches (with encoded audio) in a bounded queue. A feeding
+thread owns the DALI pipeline: DALI calls ``_source`` for each iteration it schedules (so its
+threads decode ``prefetch_queue_depth`` batches ahead), and the feeding thread collates each
+output into a ``Seq2SeqBatch`` for a second bounded queue, which the training loop drains.
+
+Bad audio never ends the epoch: bytes that cannot be audio are dropped before DALI sees them;
+when a file still fails inside DALI (which invalidates the pipeline), the batches in flight are
+probed file by file, the bad files dropped, the pipeline rebuilt, and the batches replayed.
+Decoded audio whose length is off or that holds NaN/inf is dropped after decoding. Dropped
+examples are reported with their keys. A batch that loses examples arrives smaller: the plan
+stays a function of the dataset's metadata alone.
+
+Nothing here refers to the loader or the epoch iterator, so both can be garbage-collected while
+the threads run; their finalizers call ``stop()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dali_asr.audio_check import (
+    BadAudioError,
+    check_decoded,
+    describe_format,
+    probe,
+    sniff,
+)
+from dali_asr.batch import Seq2SeqBatch
+from dali_asr.collate import BatchMaker
+from dali_asr.graph import FeatureSpec, build_pipeline
+from dali_asr.report import SkipReport
+from dali_asr.storage.examples import Example
+
+log = logging.getLogger(__name__)
+
+END = object()
+
+
+class Failure:
+    """An exception travelling from a worker thread to the training loop."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+@dataclass
+class PipelineSettings:
+    spec: FeatureSpec
+    max_batch_size: int
+    num_threads: int
+    device: str
+    device_id: int | None
+    prefetch_queue_depth: int
+    pad_to_multiple: int
+    on_bad_audio: str
+
+
+class Feeder:
+    """Runs one epoch's threads; ``get()`` hands out batches, ``stop()`` ends everything."""
+
+    def __init__(
+        self,
+        plan: Callable[[], Iterator[list[Example]]],
+        maker: BatchMaker,
+        settings: PipelineSettings,
+        report: SkipReport,
+        num_prefetch: int,
+    ) -> None:
+        self.plan = plan
+        self.maker = maker
+        self.settings = settings
+        self.report = report
+        self._planned: queue.Queue = queue.Queue(maxsize=settings.prefetch_queue_depth + 1)
+        self._ready: queue.Queue = queue.Queue(maxsize=max(1, num_prefetch))
+        self._stop = threading.Event()
+        self._in_dali: deque[list[Example]] = deque()
+        self._replay: deque[list[Example]] = deque()
+        self._source_end: object = END
+        self.threads = [
+            threading.Thread(target=self._plan, name="dali-asr-plan", daemon=True),
+            threading.Thread(target=self._feed, name="dali-asr-feed", daemon=True),
+        ]
+        for t in self.threads:
+            t.start()
+
+    # -- queues that give up when stopped ------------------------------------------------------
+
+    def _put(self, q: queue.Queue, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _take(self, q: queue.Queue) -> object:
+        while not self._stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return END
+
+    def get(self) -> object:
+        """The next Seq2SeqBatch, END, or a Failure."""
+        return self._take(self._ready)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self.threads:
+            if t is not threading.current_thread():
+                t.join(timeout=30)
+
+    # -- planning thread -----------------------------------------------------------------------
+
+    def _plan(self) -> None:
+        try:
+            plan = self.plan()
+            # closing() ends the plan (and its read-ahead pool) when this thread stops early.
+            with contextlib.closing(plan):
+                for batch in plan:
+                    if not self._put(self._planned, batch):
+                        return
+            self._put(self._planned, END)
+        except BaseException as e:
+            self._put(self._planned, Failure(e))
+
+    # -- feeding thread ------------------------------------------------------------------------
+
+    def _skip(self, ex: Example, reason: str, detail: str = "") -> None:
+        key = self.maker.key(ex)
+        if self.settings.on_bad_audio == "error":
+            raise BadAudioError(f"{key}: {reason}{detail} (dali_asr.on_bad_audio is 'error')")
+        self.report.add(key, reason)
+
+    def _source(self) -> list[np.ndarray]:
+        """Called by DALI, in the feeding thread, for every iteration it schedules. Errors end
+        the epoch through ``_source_end``: DALI would report them as its own."""
+        while True:
+            item = self._replay.popleft() if self._replay else self._take(self._planned)
+            if item is END or isinstance(item, Failure):
+                self._source_end = item
+                raise StopIteration
+            try:
+                batch = self._sniffed(item)
+            except BadAudioError as e:
+                self._source_end = Failure(e)
+                raise StopIteration from None
+            if batch:
+                self._in_dali.append(batch)
+                return [ex.audio for ex in batch]
+
+    def _sniffed(self, batch: list[Example]) -> list[Example]:
+        kept = []
+        for ex in batch:
+            reason = sniff(ex.audio)
+            if reason is None:
+                kept.append(ex)
+            else:
+                self._skip(ex, reason, f" ({describe_format(ex.audio)})")
+        return kept
+
+    def _build(self):
+        s = self.settings
+        pipe = build_pipeline(
+            self._source,
+            s.spec,
+            max_batch_size=s.max_batch_size,
+            num_threads=s.num_threads,
+            device=s.device,
+            device_id=s.device_id,
+            prefetch_queue_depth=s.prefetch_queue_depth,
+            pad_to_multiple=s.pad_to_multiple,
+        )
+        pipe.build()
+        return pipe
+
+    def _feed(self) -> None:
+        try:
+            pipe = self._build()
+            while not self._stop.is_set():
+                try:
+                    outputs = pipe.run()
+                except StopIteration:
+                    break
+                except RuntimeError as e:
+                    if isinstance(self._source_end, Failure):
+                        break
+                    del pipe  # invalid after a failure
+                    pipe = self._recover(e)
+                    continue
+                batch = self._collate(self._in_dali.popleft(), outputs)
+                if batch is not None and not self._put(self._ready, batch):
+                    return
+            end = self._source_end
+            self._put(self._ready, end if isinstance(end, Failure) else END)
+        except BaseException as e:
+            self._put(self._ready, Failure(e))
+
+    def _recover(self, error: RuntimeError):
+        """A file failed inside DALI: probe the batches in flight, drop the bad files, rebuild
+        the pipeline and replay what is left, in order."""
+        in_flight = list(self._in_dali)
+        self._in_dali.clear()
+        examples = [ex for batch in in_flight for ex in batch]
+        verdicts = iter(probe([ex.audio for ex in examples]))
+        bad = 0
+        replay = []
+        for batch in in_flight:
+            kept = []
+            for ex in batch:
+                reason = next(verdicts)
+                if reason is None:
+                    kept.append(ex)
+                else:
+                    bad += 1
+                    self._skip(ex, reason, f": {str(error).splitlines()[0][:200]}")
+            if kept:
+                replay.append(kept)
+        if bad == 0:
+            raise error  # not a file's fault: nothing to skip, nothing to retry
+        log.warning("DALI failed on %d file(s) of %d batch(es) in flight; rebuilt the pipeline "
+                    "and replayed the rest", bad, len(in_flight))  # fmt: skip
+        self._replay.extendleft(reversed(replay))
+        return self._build()
+
+    def _collate(self, examples: list[Example], outputs) -> Seq2SeqBatch | None:
+        if self.settings.device == "gpu":
+            return self._collate_gpu(examples, outputs)
+        features, audio_lengths = outputs
+        kept, arrays = [], []
+        for i, ex in enumerate(examples):
+            array = np.asarray(features[i])
+            decoded = int(np.asarray(audio_lengths[i])[0])
+            reason = check_decoded(ex.audio_size, decoded, bool(np.isfinite(array).all()))
+            if reason is None:
+                kept.append(ex)
+                arrays.append(array)
+            else:
+                self._skip(ex, reason)
+        return self.maker.from_arrays(kept, arrays) if kept else None
+
+    def _collate_gpu(self, examples: list[Example], outputs) -> Seq2SeqBatch | None:
+        dense, feature_lengths, audio_lengths = outputs
+        # run() without a stream returns host-synchronised outputs; the DLPack capsule holds a
+        # reference to DALI's buffer, so it stays valid while torch uses it.
+        source = torch.from_dlpack(dense.as_tensor())
+        n = len(examples)
+        flen = np.array([int(np.asarray(feature_lengths[i])[0]) for i in range(n)])
+        alen = [int(np.asarray(audio_lengths[i])[0]) for i in range(n)]
+        finite = torch.isfinite(source.reshape(n, -1)).all(dim=1).cpu().numpy()
+        keep = []
+        for i, ex in enumerate(examples):
+            reason = check_decoded(ex.audio_size, alen[i], bool(finite[i]))
+            if reason is None:
+                keep.append(i)
+            else:
+                self._skip(ex, reason)
+        if not keep:
+            return None
+        if len(keep) < n:
+            source = source[torch.tensor(keep, device=source.device)]
+        return self.maker.from_dense([examples[i] for i in keep], source, flen[keep])
