@@ -116,7 +116,15 @@ def _config(path: Path | None) -> LoaderConfig:
 def _loader(args: argparse.Namespace, config: LoaderConfig):
     from dali_asr.loader import AsrLoader
 
-    return AsrLoader(args.data, args.split, config, args.tokenizer)
+    loader = AsrLoader(args.data, args.split, config, args.tokenizer)
+    loader.report.on_skip = _print_skip
+    return loader
+
+
+def _print_skip(key, reason: str) -> None:
+    """One line per skipped example on standard error (counts of keyless skips too)."""
+    where = str(key) if key is not None else "-"
+    print(f"skipped {where} {reason}", file=sys.stderr)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:

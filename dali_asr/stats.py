@@ -1,0 +1,482 @@
+"""Dataset statistics and batch projections from parquet metadata and two small columns.
+
+Only ``audio_size`` and ``text`` are read (never ``audio_bytes``; nothing is decoded), in one
+vectorised pass per file. The projection runs the loader's own planning stages (length filter,
+example shuffle, text filters, batcher, batch shuffle) over row *indices* in the order the
+single-pass planner sees the rows, so its batches are the loader's batches, at a fraction of
+the cost: a million rows take about a second.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from dali_asr.batching import length_bucket_sizes
+from dali_asr.batching.shuffle import BlockShuffler
+from dali_asr.batching.sorted_window import SortedWindowBatcher
+from dali_asr.config import AsrTaskConfig, BatchingStrategy, ConfigError, LoaderConfig
+from dali_asr.planning import TOO_LONG, TOO_SHORT, make_batcher
+from dali_asr.storage.discovery import DataFile, DatasetError, Location, discover_split, list_files
+from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
+from dali_asr.storage.row_groups import LENGTH, TEXT, ParquetFiles
+from dali_asr.text import TextFilter, Tokenizer
+from dali_asr.text.filters import REASONS, TEXT_TOO_LONG, TOO_FAST
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16_000
+"""``audio_size`` counts samples at 16 kHz (Omnilingual's convention)."""
+
+# Per-row text verdicts are stored as small codes: 0 = kept, i = REASONS[i - 1].
+_CODE = {reason: i for i, reason in enumerate(REASONS, start=1)}
+
+__all__ = [
+    "Projection",
+    "SplitData",
+    "bucket_table",
+    "length_histogram",
+    "load_split",
+    "load_splits",
+    "project",
+]
+
+
+@dataclass
+class SplitData:
+    """The rows of one split: lengths and text verdicts in path order, plus the row groups."""
+
+    name: str
+    files: list[DataFile]
+    lengths: np.ndarray
+    """int64 ``audio_size`` per row, files in path order, rows in file order."""
+    reject: np.ndarray
+    """int8 per row: 0 when the text filters keep the row, else 1 + index in ``REASONS``."""
+    group_rows: np.ndarray
+    """Rows per row group, in the planner's order (file by file)."""
+    group_file: np.ndarray
+    """File index of each row group."""
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.lengths.size)
+
+    @property
+    def hours(self) -> float:
+        return float(self.lengths.sum()) / SAMPLE_RATE / 3600
+
+    def row_file(self) -> np.ndarray:
+        """File index of every row."""
+        return np.repeat(self.group_file, self.group_rows)
+
+    def rows_of_rank(self, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Row indices that rank reads, in its order: row groups ``rank::world_size``."""
+        starts = np.cumsum(self.group_rows) - self.group_rows
+        picked = np.arange(rank, self.group_rows.size, world_size)
+        counts = self.group_rows[picked]
+        # Each output position's offset from its row group's first row, without a Python loop.
+        shift = np.repeat(starts[picked] - (np.cumsum(counts) - counts), counts)
+        return np.arange(int(counts.sum()), dtype=np.int64) + shift
+
+    def partitions(self) -> list[tuple[str, str, int, int, int]]:
+        """``(corpus, language, files, rows, samples)`` per partition, sorted."""
+        per_file_rows = np.bincount(self.group_file, self.group_rows, len(self.files))
+        per_file_samples = np.bincount(self.row_file(), self.lengths, len(self.files))
+        table: dict[tuple[str, str], list[int]] = {}
+        for i, f in enumerate(self.files):
+            entry = table.setdefault((f.corpus, f.language), [0, 0, 0])
+            entry[0] += 1
+            entry[1] += int(per_file_rows[i])
+            entry[2] += int(per_file_samples[i])
+        return [(c, lang, *v) for (c, lang), v in sorted(table.items())]  # type: ignore[misc]
+
+
+def _text_verdicts(
+    sizes: np.ndarray, text: pa.ChunkedArray, task: AsrTaskConfig, tokenizer: Tokenizer | None
+) -> np.ndarray:
+    """The text filters' verdict per row, as codes (see ``SplitData.reject``)."""
+    if tokenizer is not None:
+        texts = [t or "" for t in text.to_pylist()]
+        _, reasons = TextFilter(
+            task.min_samples_per_char, task.filter_long_text_threshold, tokenizer
+        ).apply_batch(sizes, texts)
+        return np.array([_CODE.get(r, 0) if r else 0 for r in reasons], dtype=np.int8)
+    # The default character vocabulary is built from every text of the dataset, so no
+    # non-empty text is all-unknown and a text's token count is its character count.
+    chars = pc.utf8_length(text).fill_null(0).to_numpy().astype(np.int64)
+    empty = chars == 0
+    rate = np.divide(sizes.astype(np.float64), chars, out=np.zeros(len(chars)), where=~empty)
+    too_fast = ~empty & ~(rate >= float(task.min_samples_per_char))
+    limit = task.filter_long_text_threshold
+    too_long = ~empty & ~too_fast & (chars > limit) if limit is not None else np.zeros_like(empty)
+    codes = np.zeros(len(chars), dtype=np.int8)
+    codes[too_long] = _CODE[TEXT_TOO_LONG]
+    codes[too_fast] = _CODE[TOO_FAST]
+    codes[empty] = 1
+    return codes
+
+
+def _read_file(
+    files: ParquetFiles, index: int, task: AsrTaskConfig, tokenizer: Tokenizer | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lengths, verdicts, rows per row group) of one file, from two columns of it."""
+    meta = files.metadata(index)
+    group_rows = np.array(
+        [meta.row_group(g).num_rows for g in range(meta.num_row_groups)], dtype=np.int64
+    )
+    file = files.files[index]
+    try:
+        source = (
+            files.filesystem.open_input_file(str(file.path))
+            if files.filesystem is not None
+            else file.path
+        )
+        table = pq.ParquetFile(source, metadata=meta).read(columns=[LENGTH, TEXT])
+    except (OSError, pa.ArrowException) as e:
+        raise DatasetError(f"{file.rel}: cannot read columns {LENGTH}, {TEXT}: {e}") from e
+    sizes = table.column(LENGTH).to_numpy().astype(np.int64, copy=False)
+    if sizes.size != int(group_rows.sum()):
+        raise DatasetError(f"{file.rel}: {sizes.size} rows read, metadata says {group_rows.sum()}")
+    return sizes, _text_verdicts(sizes, table.column(TEXT), task, tokenizer), group_rows
+
+
+def load_split(
+    name: str,
+    files: list[DataFile],
+    config: LoaderConfig,
+    filesystem: pafs.FileSystem | None = None,
+    tokenizer: Tokenizer | None = None,
+    threads: int = 8,
+) -> SplitData:
+    """Read one split's files (``partition_filters`` applied, as the loader does)."""
+    expression = parse_partition_filter(
+        config.mixture_parquet_storage_config.fragment_streaming.partition_filters
+    )
+    if expression is not None:
+        files = filter_files(files, expression)
+        if not files:
+            raise DatasetError(f"partition_filters {describe(expression)} leave no files in {name}")
+    start = time.perf_counter()
+    parquet = ParquetFiles(files, filesystem)
+    task = config.asr_task_config
+    with ThreadPoolExecutor(max(1, min(threads, len(files)))) as pool:
+        parts = list(pool.map(lambda i: _read_file(parquet, i, task, tokenizer), range(len(files))))
+    data = SplitData(
+        name,
+        files,
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+        np.repeat(np.arange(len(files)), [p[2].size for p in parts]),
+    )
+    log.info(
+        "split %s: %d files, %d row groups, %d rows read in %.2f s",
+        name, len(files), data.group_rows.size, data.num_rows, time.perf_counter() - start,
+    )  # fmt: skip
+    return data
+
+
+def load_splits(
+    root: Location,
+    splits: list[str] | None,
+    config: LoaderConfig,
+    filesystem: pafs.FileSystem | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> list[SplitData]:
+    """The named splits (``dev``, ``dev_mls``, ...), or every split found when None."""
+    if splits:
+        return [
+            load_split(s, discover_split(root, s, filesystem), config, filesystem, tokenizer)
+            for s in splits
+        ]
+    everything = list_files(root, filesystem)
+    if not everything:
+        raise DatasetError(f"no parquet files under {root}")
+    names = sorted({f.split for f in everything})
+    return [
+        load_split(s, [f for f in everything if f.split == s], config, filesystem, tokenizer)
+        for s in names
+    ]
+
+
+@dataclass
+class Projection:
+    """The planned batches of one rank (or of world size 1), from lengths alone."""
+
+    sizes: np.ndarray
+    """Examples per batch, in plan order."""
+    widths: np.ndarray
+    """Longest example (samples) per batch."""
+    real: np.ndarray
+    """Sum of the examples' lengths per batch."""
+    kept_lengths: np.ndarray
+    """Lengths of the examples that reach the batcher."""
+    skipped: Counter[str] = field(default_factory=Counter)
+    pad_to_multiple: int = 1
+
+    @property
+    def num_batches(self) -> int:
+        return int(self.sizes.size)
+
+    @property
+    def padded(self) -> np.ndarray:
+        """Padded elements per batch: batch size × the longest (rounded to pad_to_multiple)."""
+        m = self.pad_to_multiple
+        return self.sizes * (-(-self.widths // m) * m)
+
+    @property
+    def padding_efficiency(self) -> float:
+        padded = int(self.padded.sum())
+        return float(self.real.sum()) / padded if padded else 1.0
+
+
+def _shuffled(order: np.ndarray, window: int, seed: int) -> np.ndarray:
+    """``order`` through the reference's block shuffle (a pass-through for window 1)."""
+    if window == 1 or order.size < 2:
+        return order
+    shuffler: BlockShuffler[int] = BlockShuffler(window, seed)
+    out: list[int] = []
+    for i in order.tolist():
+        out.extend(shuffler.push(i))
+    out.extend(shuffler.flush())
+    return np.asarray(out, dtype=np.int64)
+
+
+def _run_batcher(
+    order: np.ndarray, lengths: np.ndarray, task: AsrTaskConfig, sort_window: int
+) -> tuple[list[list[int]], Counter[str]]:
+    """The planner's batching stage over indices (same calls as ``_Planner._stage``)."""
+    batcher = make_batcher(task, sort_window)
+    lens = lengths.tolist()
+    batches: list[list[int]] = []
+    push = batcher.push
+    if isinstance(batcher, SortedWindowBatcher):
+        for i in order.tolist():
+            batches.extend(push(i, lens[i]))
+    else:
+        for i in order.tolist():
+            emitted = push(i, lens[i])
+            if emitted is not None:
+                batches.append(emitted)
+    batches.extend(batcher.flush())
+    return batches, Counter({k: v for k, v in batcher.skipped.items() if v})
+
+
+def project(
+    data: SplitData,
+    config: LoaderConfig,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Projection:
+    """The batches the single-pass planner makes for one rank of ``world_size``."""
+    task = config.asr_task_config
+    rows = data.rows_of_rank(rank, world_size)
+    lengths = data.lengths[rows]
+    skipped: Counter[str] = Counter()
+    short = lengths < task.min_audio_len
+    long = lengths > task.max_audio_len
+    skipped[TOO_SHORT], skipped[TOO_LONG] = int(short.sum()), int(long.sum())
+    # The length filter runs before the example shuffle, the text filters after it.
+    order = _shuffled(np.flatnonzero(~short & ~long), task.example_shuffle_window, task.seed)
+    verdicts = data.reject[rows][order]
+    for code, count in zip(*np.unique(verdicts[verdicts > 0], return_counts=True), strict=True):
+        skipped[REASONS[int(code) - 1]] += int(count)
+    order = order[verdicts == 0]
+    batches, batcher_skips = _run_batcher(order, lengths, task, config.dali_asr.sort_window)
+    skipped.update(batcher_skips)
+    if task.max_num_batches is not None:
+        # Which batches survive the cap depends on the batch shuffle: run it (indices only).
+        picked = _shuffled(np.arange(len(batches)), task.batch_shuffle_window, task.seed + 1)
+        batches = [batches[i] for i in picked[: task.max_num_batches].tolist()]
+    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
+    flat = np.fromiter(itertools.chain.from_iterable(batches), np.int64, int(sizes.sum()))
+    members = lengths[flat]
+    starts = np.cumsum(sizes) - sizes
+    nonempty = sizes.size > 0
+    return Projection(
+        sizes,
+        np.maximum.reduceat(members, starts) if nonempty else np.zeros(0, np.int64),
+        np.add.reduceat(members, starts) if nonempty else np.zeros(0, np.int64),
+        lengths[order],
+        +skipped,
+        config.dali_asr.pad_to_multiple,
+    )
+
+
+def bucket_table(task: AsrTaskConfig) -> list[tuple[int, int]] | None:
+    """``(batch size, length bound)`` of the LENGTH buckets; None for other strategies."""
+    if task.batching_strategy is not BatchingStrategy.LENGTH:
+        return None
+    return length_bucket_sizes(
+        min_audio_len=task.min_audio_len,
+        max_audio_len=task.max_audio_len,
+        max_num_elements=task.max_num_elements,
+        num_seqs_multiple_of=task.num_seqs_multiple_of,
+        max_bucket_size=task.max_bucket_size,
+    )
+
+
+@dataclass
+class BucketFill:
+    """Per LENGTH bucket: examples that fall in it (first fit), its batches and padding."""
+
+    sizes: list[tuple[int, int]]
+    examples: np.ndarray
+    batches: np.ndarray
+    real: np.ndarray
+    padded: np.ndarray
+
+
+def bucket_fill(sizes: list[tuple[int, int]], projection: Projection) -> BucketFill:
+    """Examples per bucket and, per bucket, the batches whose longest example lands there
+    (a flushed batch, topped up with shorter examples, counts for its own bucket)."""
+    bounds = np.array([length for _, length in sizes], dtype=np.int64)
+    n = bounds.size
+    ex_bucket = np.searchsorted(bounds, projection.kept_lengths, side="left")
+    batch_bucket = np.searchsorted(bounds, projection.widths, side="left")
+    return BucketFill(
+        sizes,
+        np.bincount(ex_bucket, minlength=n),
+        np.bincount(batch_bucket, minlength=n),
+        np.bincount(batch_bucket, projection.real, n).astype(np.int64),
+        np.bincount(batch_bucket, projection.padded, n).astype(np.int64),
+    )
+
+
+def nice_bin_width(span_seconds: float, target_bins: int = 20) -> float:
+    """A round bin width (0.1, 0.2, 0.5, 1, 2, 5, 10, ... s) giving about ``target_bins``."""
+    raw = max(span_seconds, 1e-3) / target_bins
+    base = 10.0 ** np.floor(np.log10(raw))
+    for step in (1, 2, 5, 10):
+        if step * base >= raw:
+            return float(step * base)
+    return float(10 * base)
+
+
+def length_histogram(
+    lengths: np.ndarray, width_s: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(edges in seconds, counts)`` on round bins from the shortest to the longest row."""
+    if lengths.size == 0:
+        return np.array([0.0, 1.0]), np.zeros(1, dtype=np.int64)
+    seconds = lengths / SAMPLE_RATE
+    lo, hi = float(seconds.min()), float(seconds.max())
+    width = width_s or nice_bin_width(hi - lo)
+    first = np.floor(lo / width) * width
+    nbins = max(1, int(np.floor((hi - first) / width)) + 1)
+    edges = first + width * np.arange(nbins + 1)
+    index = np.minimum(((seconds - first) / width).astype(np.int64), nbins - 1)
+    return edges, np.bincount(index, minlength=nbins)
+
+
+# --- figures (matplotlib, imported only when asked for) ----------------------------------------
+
+
+def require_matplotlib() -> None:
+    """Raise ConfigError with the fix when matplotlib is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise ConfigError(
+            "--plot needs matplotlib, which is not installed: pip install matplotlib"
+        ) from e
+
+
+def write_plots(data: SplitData, config: LoaderConfig, whole: Projection, out: Path) -> list[Path]:
+    """PNG figures of one split in ``out``: ``<split>_lengths.png`` (length histogram per
+    language) and, for LENGTH batching, ``<split>_bucket_fill.png`` (examples per bucket) and
+    ``<split>_bucket_padding.png`` (padding efficiency per bucket)."""
+    require_matplotlib()
+    from matplotlib.figure import Figure  # the OO API: no pyplot state, no display needed
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = [_plot_lengths(Figure, data, config.asr_task_config, out)]
+    sizes = bucket_table(config.asr_task_config)
+    if sizes is None:
+        log.info("%s: no bucket figures (%s batching has no buckets)", data.name,
+                 config.asr_task_config.batching_strategy.value)  # fmt: skip
+        return written
+    fill = bucket_fill(sizes, whole)
+    written.append(_plot_fill(Figure, data.name, fill, out))
+    written.append(_plot_padding(Figure, data.name, fill, whole, out))
+    return written
+
+
+def _plot_lengths(figure: type, data: SplitData, task: AsrTaskConfig, out: Path) -> Path:
+    edges, _ = length_histogram(data.lengths)
+    language_of_file = np.array([f.language for f in data.files])
+    row_language = language_of_file[data.row_file()] if data.num_rows else language_of_file[:0]
+    languages = sorted(set(language_of_file.tolist()))
+    ncols = min(4, len(languages))
+    nrows = -(-len(languages) // ncols)
+    fig = figure(figsize=(4 * ncols, 2.6 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
+    for ax, language in zip(axes, languages, strict=False):
+        lengths = data.lengths[row_language == language]
+        counts, _ = np.histogram(lengths / SAMPLE_RATE, edges)
+        ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)
+        hours = lengths.sum() / SAMPLE_RATE / 3600
+        ax.set_title(f"{language}: {lengths.size} rows, {hours:.2f} h", fontsize=10)
+        for bound in (task.min_audio_len, task.max_audio_len):
+            if edges[0] <= bound / SAMPLE_RATE <= edges[-1]:
+                ax.axvline(bound / SAMPLE_RATE, color="tab:red", linestyle="--", linewidth=1)
+        ax.set_ylabel("rows")
+        ax.set_xlabel("length (s)")
+    for ax in axes[len(languages) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"split {data.name}: audio length per language (red: min/max_audio_len)")
+    return _save(fig, out / f"{data.name}_lengths.png")
+
+
+def _bucket_axis(ax: object, fill: BucketFill) -> np.ndarray:
+    x = np.arange(len(fill.sizes))
+    step = max(1, -(-len(x) // 16))
+    ax.set_xticks(x[::step], [f"{n / SAMPLE_RATE:.1f}" for _, n in fill.sizes[::step]])
+    ax.set_xlabel("bucket (length bound, s)")
+    return x
+
+
+def _plot_fill(figure: type, split: str, fill: BucketFill, out: Path) -> Path:
+    fig = figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.subplots()
+    x = _bucket_axis(ax, fill)
+    ax.bar(x, fill.examples, color="tab:blue", label="examples")
+    ax.set_ylabel("examples (first fit)")
+    twin = ax.twinx()
+    twin.step(x, [size for size, _ in fill.sizes], where="mid", color="tab:orange")
+    twin.set_ylabel("batch size", color="tab:orange")
+    twin.set_ylim(bottom=0)
+    ax.set_title(f"split {split}: examples per LENGTH bucket ({len(fill.sizes)} buckets)")
+    return _save(fig, out / f"{split}_bucket_fill.png")
+
+
+def _plot_padding(figure: type, split: str, fill: BucketFill, whole: Projection, out: Path) -> Path:
+    fig = figure(figsize=(10, 4.2), layout="constrained")
+    ax = fig.subplots()
+    x = _bucket_axis(ax, fill)
+    used = fill.padded > 0
+    efficiency = np.divide(fill.real, fill.padded, out=np.zeros(len(x)), where=used)
+    ax.bar(x[used], efficiency[used], color="tab:green", label="per bucket")
+    ax.axhline(whole.padding_efficiency, color="black", linestyle="--",
+               label=f"all batches {whole.padding_efficiency:.3f}")  # fmt: skip
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("padding efficiency (real / padded)")
+    ax.legend(loc="lower right")
+    ax.set_title(f"split {split}: padding efficiency of the batches of each bucket")
+    return _save(fig, out / f"{split}_bucket_padding.png")
+
+
+def _save(fig: object, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path

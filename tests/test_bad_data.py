@@ -1,0 +1,216 @@
+"""Bad input in known rows: the epoch completes, the report names exactly those rows, every
+good example arrives once; faults reach the training loop; threads never outlive the loader."""
+
+from __future__ import annotations
+
+import _thread
+import gc
+import io
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+from conftest import partition_dir, write_parquet
+
+from dali_asr.audio_check import BadAudioError
+from dali_asr.config import config_from_dict
+from dali_asr.loader import AsrLoader
+from dali_asr.text import CharTokenizer, Tokenizer
+
+SOURCE = "version=0/corpus=espeak_read/split=train/language=eng_Latn/part-00000.parquet"
+TASK = {
+    "min_audio_len": 16_000,
+    "max_audio_len": 480_000,
+    "max_num_elements": 960_000,
+    "num_seqs_multiple_of": 8,
+    "example_shuffle_window": 1,
+    "batch_shuffle_window": 1,
+    "filter_long_text_threshold": 400,
+}
+FILE = "corpus=c/split=train/language=eng_Latn/part-0.parquet"
+
+
+def encode(audio: np.ndarray, rate: int, fmt: str, subtype: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, audio, rate, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def bad_rows(rows: list[dict], rng: np.random.Generator) -> dict[int, str | None]:
+    """Put one of each bad thing in known rows; the value is the reason expected, None for
+    rows that must arrive (fixed up by decoding: other rate, stereo)."""
+    flac = next(i for i, r in enumerate(rows) if r["audio_bytes"][:4] == b"fLaC")
+    ogg = next(i for i, r in enumerate(rows) if r["audio_bytes"][:4] == b"OggS")
+    good = rows[flac]["audio_bytes"]
+    tone = (0.3 * np.sin(np.arange(48_000) / 7)).astype(np.float32)
+    changes = {
+        1: ("empty_audio", b"", None),
+        2: ("decode_error", good[:4] + rng.bytes(6000), None),  # corrupt after the magic
+        3: ("decode_error", good[: len(good) // 2], None),  # truncated FLAC
+        4: ("unsupported_format", b"ID3\x04" + rng.bytes(4000), None),  # MP3
+        5: (
+            "length_mismatch",
+            rows[ogg]["audio_bytes"][: len(rows[ogg]["audio_bytes"]) // 2],
+            rows[ogg]["audio_size"],
+        ),  # truncated OGG decodes short
+        6: ("length_mismatch", good, rows[flac]["audio_size"] + 20_000),  # wrong audio_size
+        7: (None, encode(np.resize(tone, 88_200), 44_100, "WAV"), 32_000),  # resampled
+        8: (None, encode(np.stack([tone, tone], 1), 16_000, "FLAC"), 48_000),  # stereo
+        9: (
+            "non_finite_audio",
+            encode(
+                np.where(np.arange(48_000) == 9, np.nan, tone).astype(np.float32),
+                16_000,
+                "WAV",
+                "FLOAT",
+            ),
+            48_000,
+        ),
+    }
+    # text problems go to rows long enough that no audio filter catches them first
+    empty, unknown, long_ = [i for i in range(13, len(rows)) if rows[i]["audio_size"] > 100_000][:3]
+    changes.update(
+        {
+            empty: ("empty_text", None, None),
+            unknown: ("all_unknown_tokens", None, None),
+            long_: ("text_too_long", None, None),
+        }
+    )
+    expected: dict[int, str | None] = {}
+    for row, (reason, blob, size) in changes.items():
+        if blob is not None:
+            rows[row]["audio_bytes"] = blob
+        if size is not None:
+            rows[row]["audio_size"] = size
+        expected[row] = reason
+    rows[empty]["text"] = ""
+    rows[unknown]["text"] = "☃☃☃"
+    rows[long_]["text"] = "a" * 401
+    return expected
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(espeak_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    rows = pq.read_table(espeak_root / SOURCE).to_pylist()[:40]
+    for r in rows:
+        r["audio_bytes"] = bytes(np.asarray(r["audio_bytes"], np.int8).view(np.uint8))
+    expected = bad_rows(rows, np.random.default_rng(7))
+    # the 44.1 kHz WAV: its audio_size is the length after resampling to 16 kHz
+    rows[7]["audio_size"] = sf.info(io.BytesIO(rows[7]["audio_bytes"])).frames * 16_000 // 44_100
+    table = pa.table(
+        {
+            "text": [r["text"] for r in rows],
+            "audio_bytes": pa.array(
+                [list(np.frombuffer(r["audio_bytes"], np.int8)) for r in rows],
+                pa.list_(pa.int8()),
+            ),
+            "audio_size": pa.array([r["audio_size"] for r in rows], pa.int64()),
+        }
+    )
+    root = tmp_path_factory.mktemp("bad") / "version=0"
+    write_parquet(partition_dir(root, "c", "train", "eng_Latn") / "part-0.parquet", table, 10)
+    too_short = {i for i, r in enumerate(rows) if r["audio_size"] < 16_000 and i not in expected}
+    # a character vocabulary of the real texts: the snowmen are all unknown
+    tokenizer = CharTokenizer.from_texts(r["text"] for r in rows if "☃" not in r["text"])
+    return root, expected, too_short, len(rows), tokenizer
+
+
+def loader_for(root: Path, tokenizer: Path | Tokenizer, **dali: object) -> AsrLoader:
+    cfg = config_from_dict(
+        {
+            "asr_task_config": TASK,
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+            "dali_asr": dali,
+        }
+    )
+    return AsrLoader(root, "train", cfg, tokenizer)
+
+
+def test_bad_rows_are_skipped_and_named(bad_dataset) -> None:
+    root, expected, too_short, n, tokenizer = bad_dataset
+    loader = loader_for(root, tokenizer)
+    batches = list(loader)
+    got = [k.row_group * 10 + k.row for b in batches for k in b.keys]
+    skipped = {
+        k.row_group * 10 + k.row: reason
+        for reason, keys in loader.report.keys.items()
+        for k in keys
+        if k.file == FILE
+    }
+    bad = {row: reason for row, reason in expected.items() if reason is not None}
+    assert {r: skipped[r] for r in bad} == bad
+    assert set(skipped) == set(bad) | too_short
+    assert sorted(got) == sorted(set(range(n)) - set(skipped))  # every good example, once
+    assert 7 in got and 8 in got  # resampled and downmixed
+    for b in batches:
+        assert b.batch_size >= 1
+        assert (b.source_seqs[b.source_padding_mask] == 0).all()
+
+
+def test_on_bad_audio_error_names_the_key(bad_dataset) -> None:
+    root, *_, tokenizer = bad_dataset
+    loader = loader_for(root, tokenizer, on_bad_audio="error")
+    with pytest.raises(BadAudioError, match=r"part-0\.parquet:0:\d+: "):
+        list(loader)
+    assert not _threads()
+
+
+def _threads() -> list[threading.Thread]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = [t for t in threading.enumerate() if t.name.startswith("dali-asr")]
+        if not alive:
+            return []
+        time.sleep(0.05)
+    return alive
+
+
+def test_planning_failure_reaches_the_loop(small_dataset: Path, espeak_tokenizer, tmp_path):
+    import shutil
+
+    root = tmp_path / "copy"
+    shutil.copytree(small_dataset, root)
+    loader = loader_for(root, espeak_tokenizer)
+    victim = root / loader.files.files[-1].rel
+    victim.write_bytes(b"not parquet any more")  # after the footers were read at start
+    with pytest.raises(Exception, match=r"part-00000\.parquet"):
+        list(loader)
+    assert not _threads()
+
+
+def test_keyboard_interrupt_stops_every_thread(espeak_root: Path, espeak_tokenizer) -> None:
+    loader = loader_for(espeak_root / "version=0", espeak_tokenizer)
+    it = iter(loader)
+    next(it)
+    timer = threading.Timer(0.05, _thread.interrupt_main)
+    with pytest.raises(KeyboardInterrupt):
+        timer.start()
+        for _ in it:
+            time.sleep(0.01)
+    timer.cancel()
+    loader.close()
+    assert not _threads()
+
+
+def test_garbage_collected_mid_epoch_leaves_no_threads(espeak_root: Path, espeak_tokenizer) -> None:
+    loader = loader_for(espeak_root / "version=0", espeak_tokenizer)
+    it = iter(loader)
+    next(it)
+    assert [t for t in threading.enumerate() if t.name.startswith("dali-asr")]
+    del it, loader
+    gc.collect()
+    assert not _threads()
+
+
+def test_close_twice_and_iterate_again(espeak_root: Path, espeak_tokenizer) -> None:
+    loader = loader_for(espeak_root / "version=0", espeak_tokenizer)
+    next(iter(loader))
+    loader.close()
+    loader.close()
+    assert len(list(loader)) == 50
+    assert not _threads()
