@@ -107,6 +107,7 @@ class ChildSpec:
     storage: dict[str, Any]
     epochs: int = 1
     threads: int = 2
+    device: str = "cpu"  # dali-asr's dali_asr.device; the reference always runs on the CPU
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)

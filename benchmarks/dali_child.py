@@ -19,10 +19,10 @@ import sys
 import tempfile
 from typing import Any
 
-from bench_common import SAMPLE_RATE, ChildSpec, PassMeter, current_rss_mb, emit
-
 import numpy as np
 import torch  # noqa: F401  (imported before timing, as a training script would have it)
+from bench_common import SAMPLE_RATE, ChildSpec, PassMeter, current_rss_mb, emit
+
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
 from dali_asr.planning import max_batch_size
@@ -36,8 +36,7 @@ def loader_config(spec: ChildSpec, cache_dir: str | None) -> Any:
         {
             "asr_task_config": spec.task,
             "mixture_parquet_storage_config": storage,
-            # the CPU path: this benchmark measures the CPU machine; GPU runs set their own
-            "dali_asr": {"device": "cpu", "num_threads": spec.threads},
+            "dali_asr": {"device": spec.device, "num_threads": spec.threads},
         },
         source="benchmarks",
     )
@@ -118,10 +117,8 @@ def run_ceiling(spec: ChildSpec, cache_dir: str | None) -> dict[str, Any]:
     the clock starts at the pipeline's construction (the loader builds its own inside the
     first ``next()``)."""
     batches, batch_size = planned_batches(spec, cache_dir)
-    if spec.endless:
-        epochs = [batches]  # the plan is already capped at the stream's batch count
-    else:
-        epochs = [batches] * spec.epochs
+    # a training stream's plan is already capped at the stream's batch count
+    epochs = [batches] if spec.endless else [batches] * spec.epochs
     rss_planned = current_rss_mb()
     meter = PassMeter()
     meter.start()

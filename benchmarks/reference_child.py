@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_common import ChildSpec, PassMeter, current_rss_mb, emit
-
 # Imports happen before any clock starts, as in a training script.
 import torch
+from bench_common import ChildSpec, PassMeter, current_rss_mb, emit
 from fairseq2.data.tokenizers.char import load_char_tokenizer
 from fairseq2.datasets import SyncMode
 from fairseq2.gang import create_fake_gangs

@@ -251,7 +251,7 @@ def render_split(
     ]
     sizes = bucket_table(config.asr_task_config)
     if sizes is not None:
-        parts.append(render_buckets(sizes, whole, full))
+        parts.append(render_buckets(sizes, whole, config.asr_task_config.min_audio_len, full))
     parts.append(render_projection(data, config, whole, ranks))
     return "\n\n".join(parts) + "\n"
 
@@ -287,36 +287,36 @@ def render_lengths(lengths: np.ndarray) -> str:
     digits = 0 if edges[1] - edges[0] >= 1 else 1
     for lo, hi, n in zip(edges[:-1], edges[1:], counts.tolist(), strict=True):
         bar = "#" * round(_BAR * n / top)
-        share = 100 * n / lengths.size
-        lines.append(f"{lo:>7.{digits}f}-{hi:<7.{digits}f}s {bar:<{_BAR}} {n:>9} {share:5.1f}%")
+        span = f"{lo:.{digits}f}-{hi:.{digits}f} s"
+        lines.append(f"{span:>13} {bar:<{_BAR}} {n:>9} {100 * n / lengths.size:5.1f}%")
     return "\n".join(lines)
 
 
-def render_buckets(sizes: list[tuple[int, int]], whole: Projection, full: bool) -> str:
-    """Per bucket (or per run of equal batch size when there are many): examples, batches,
-    padding efficiency of the batches whose longest example falls in it."""
-    fill = bucket_fill(sizes, whole)
-    head = f"LENGTH buckets: {len(sizes)}"
-    rows = [(i, i + 1) for i in range(len(sizes))]
-    if len(sizes) > _MAX_BUCKET_ROWS and not full:
-        head += " (runs of equal batch size; --full lists every bucket)"
-        rows, start = [], 0
-        for _, _, _, count in bucket_runs(sizes):
-            rows.append((start, start + count))
-            start += count
-    lines = [
-        head,
-        f"{'buckets':>11} {'max len':>17} {'max s':>7} {'batch size':>10} {'examples':>9} "
-        f"{'batches':>8} {'padding':>8}",
-    ]
-    for a, b in rows:
-        span = f"{a}" if b - a == 1 else f"{a}..{b - 1}"
-        lens = f"{sizes[b - 1][1]}" if b - a == 1 else f"{sizes[a][1]}..{sizes[b - 1][1]}"
-        padded = int(fill.padded[a:b].sum())
-        eff = f"{fill.real[a:b].sum() / padded:.3f}" if padded else "-"
+def render_buckets(
+    sizes: list[tuple[int, int]], whole: Projection, min_len: int, full: bool = False
+) -> str:
+    """Per bucket (runs of equal batch size when there are many): length bound, batch size,
+    examples, and the batches whose longest example falls in it, with their padding."""
+    fill = bucket_fill(sizes, whole, min_len)
+    groups = fill.groups(full)
+    lines = [f"LENGTH buckets: {len(sizes)}"]
+    if groups and not full and (groups[0].first > 0 or groups[-1].last < len(sizes) - 1):
+        lines[0] += (
+            f"; buckets {groups[0].first}..{groups[-1].last} hold the data"
+            " (--full lists every bucket)"
+        )
+    lines.append(
+        f"{'bucket':>11} {'lengths':>17} {'max s':>7} {'batch size':>10} {'examples':>9} "
+        f"{'batches':>8} {'padding':>8}"
+    )
+    for g in groups:
+        index = f"{g.first}" if g.first == g.last else f"{g.first}..{g.last}"
+        bound = sizes[g.last][1]
+        lens = f"{bound}" if g.first == g.last else f"{sizes[g.first][1]}..{bound}"
+        eff = g.padding_efficiency
         lines.append(
-            f"{span:>11} {lens:>17} {sizes[b - 1][1] / SAMPLE_RATE:>7.2f} {sizes[a][0]:>10} "
-            f"{int(fill.examples[a:b].sum()):>9} {int(fill.batches[a:b].sum()):>8} {eff:>8}"
+            f"{index:>11} {lens:>17} {bound / SAMPLE_RATE:>7.2f} {g.batch_size:>10} "
+            f"{g.examples:>9} {g.batches:>8} {'-' if eff is None else f'{eff:.3f}':>8}"
         )
     return "\n".join(lines)
 

@@ -18,10 +18,12 @@ the threads run; their finalizers call ``stop()``.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import queue
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +47,24 @@ from dali_asr.storage.examples import Example
 log = logging.getLogger(__name__)
 
 END = object()
+
+_LIVE: weakref.WeakSet[Feeder] = weakref.WeakSet()
+_AT_EXIT: list[bool] = []
+
+
+def _stop_all() -> None:
+    for feeder in list(_LIVE):
+        feeder.stop()
+
+
+def _stop_at_exit() -> None:
+    """Stop live feeders at interpreter exit, before DALI's own exit hook checks that every
+    pipeline is gone (atexit runs hooks last-registered first, so register after DALI)."""
+    if not _AT_EXIT:
+        import nvidia.dali.pipeline  # noqa: F401 - registers DALI's hook first
+
+        atexit.register(_stop_all)
+        _AT_EXIT.append(True)
 
 
 class Failure:
@@ -87,6 +107,8 @@ class Feeder:
         self._in_dali: deque[list[Example]] = deque()
         self._replay: deque[list[Example]] = deque()
         self._source_end: object = END
+        _stop_at_exit()
+        _LIVE.add(self)
         self.threads = [
             threading.Thread(target=self._plan, name="dali-asr-plan", daemon=True),
             threading.Thread(target=self._feed, name="dali-asr-feed", daemon=True),

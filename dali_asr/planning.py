@@ -125,12 +125,16 @@ class _Planner:
     def batches(self, with_audio: bool = False) -> Iterator[list[Example]]:
         """Yield the planned batches in order; ``max_num_batches`` stops the plan early.
         Row groups are read ahead (``read_ahead()`` per stream) on a pool of
-        at most ``max_workers`` threads, shut down when the generator ends or is closed."""
+        ``num_parallel_fragments`` threads (at most ``max_workers``), shut down when the
+        generator ends or is closed."""
         limit = self.task.max_num_batches
         depth = self.read_ahead()
         if depth > 0:
-            threads = min(self.storage.max_workers, self.num_streams() * depth)
-            self.pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="dali-asr-read")
+            # Reader threads cost memory (each keeps its allocator arenas) more than they save
+            # time on a CPU that DALI keeps busy: num_parallel_fragments of them, 1 by default.
+            loading = self.storage.fragment_loading
+            threads = min(self.storage.max_workers, max(1, loading.num_parallel_fragments))
+            self.pool = ThreadPoolExecutor(threads, thread_name_prefix="dali-asr-read")
         try:
             for i, batch in enumerate(self._all_batches(with_audio)):
                 if limit is not None and i >= limit:

@@ -16,6 +16,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -295,10 +296,9 @@ def project(
     order = order[verdicts == 0]
     batches, batcher_skips = _run_batcher(order, lengths, task, config.dali_asr.sort_window)
     skipped.update(batcher_skips)
-    if task.max_num_batches is not None:
-        # Which batches survive the cap depends on the batch shuffle: run it (indices only).
-        picked = _shuffled(np.arange(len(batches)), task.batch_shuffle_window, task.seed + 1)
-        batches = [batches[i] for i in picked[: task.max_num_batches].tolist()]
+    # The batch shuffle decides the plan order and, with a cap, which batches survive it.
+    picked = _shuffled(np.arange(len(batches)), task.batch_shuffle_window, task.seed + 1)
+    batches = [batches[i] for i in picked[: task.max_num_batches].tolist()]
     sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
     flat = np.fromiter(itertools.chain.from_iterable(batches), np.int64, int(sizes.sum()))
     members = lengths[flat]
@@ -328,17 +328,71 @@ def bucket_table(task: AsrTaskConfig) -> list[tuple[int, int]] | None:
 
 
 @dataclass
+class BucketGroup:
+    """One row of the bucket table: a bucket, or a run of buckets shown together."""
+
+    first: int
+    last: int
+    batch_size: int
+    """The batch size of the group's first (shortest, largest) bucket."""
+    low: int
+    """Shortest length that lands in the group (exclusive bound of the bucket before it)."""
+    high: int
+    examples: int
+    batches: int
+    real: int
+    padded: int
+
+    @property
+    def padding_efficiency(self) -> float | None:
+        return self.real / self.padded if self.padded else None
+
+
+@dataclass
 class BucketFill:
     """Per LENGTH bucket: examples that fall in it (first fit), its batches and padding."""
 
     sizes: list[tuple[int, int]]
+    min_len: int
     examples: np.ndarray
     batches: np.ndarray
     real: np.ndarray
     padded: np.ndarray
 
+    def groups(self, full: bool = False, max_rows: int = 64) -> list[BucketGroup]:
+        """Table rows: every bucket with ``full``; else the buckets from the first to the last
+        one in use, as single buckets when they are few, runs of equal batch size otherwise,
+        and equal chunks when even the runs are too many (a table of thousands helps nobody)."""
+        n = len(self.sizes)
+        used = np.flatnonzero((self.examples > 0) | (self.batches > 0))
+        lo, hi = (0, n) if full or used.size == 0 else (int(used[0]), int(used[-1]) + 1)
+        spans = [(i, i + 1) for i in range(lo, hi)]
+        if not full and len(spans) > max_rows:
+            spans = [s for s in _runs(self.sizes) if s[1] > lo and s[0] < hi]
+            spans = [(max(a, lo), min(b, hi)) for a, b in spans]
+        if not full and len(spans) > max_rows:
+            cuts = np.linspace(lo, hi, max_rows + 1).round().astype(int)
+            spans = [(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b > a]
+        return [self._group(a, b) for a, b in spans]
 
-def bucket_fill(sizes: list[tuple[int, int]], projection: Projection) -> BucketFill:
+    def _group(self, a: int, b: int) -> BucketGroup:
+        low = self.sizes[a - 1][1] + 1 if a > 0 else self.min_len
+        return BucketGroup(
+            a, b - 1, self.sizes[a][0], low, self.sizes[b - 1][1],
+            int(self.examples[a:b].sum()), int(self.batches[a:b].sum()),
+            int(self.real[a:b].sum()), int(self.padded[a:b].sum()),
+        )  # fmt: skip
+
+
+def _runs(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``[start, end)`` index ranges of consecutive buckets with equal batch size."""
+    starts = [i for i in range(len(sizes)) if i == 0 or sizes[i][0] != sizes[i - 1][0]]
+    return list(zip(starts, [*starts[1:], len(sizes)], strict=True))
+
+
+def bucket_fill(
+    sizes: list[tuple[int, int]], projection: Projection, min_len: int = 1
+) -> BucketFill:
     """Examples per bucket and, per bucket, the batches whose longest example lands there
     (a flushed batch, topped up with shorter examples, counts for its own bucket)."""
     bounds = np.array([length for _, length in sizes], dtype=np.int64)
@@ -347,6 +401,7 @@ def bucket_fill(sizes: list[tuple[int, int]], projection: Projection) -> BucketF
     batch_bucket = np.searchsorted(bounds, projection.widths, side="left")
     return BucketFill(
         sizes,
+        min_len,
         np.bincount(ex_bucket, minlength=n),
         np.bincount(batch_bucket, minlength=n),
         np.bincount(batch_bucket, projection.real, n).astype(np.int64),
@@ -382,6 +437,8 @@ def length_histogram(
 
 # --- figures (matplotlib, imported only when asked for) ----------------------------------------
 
+_MAX_PANELS = 16
+
 
 def require_matplotlib() -> None:
     """Raise ConfigError with the fix when matplotlib is not installed."""
@@ -407,54 +464,73 @@ def write_plots(data: SplitData, config: LoaderConfig, whole: Projection, out: P
         log.info("%s: no bucket figures (%s batching has no buckets)", data.name,
                  config.asr_task_config.batching_strategy.value)  # fmt: skip
         return written
-    fill = bucket_fill(sizes, whole)
+    fill = bucket_fill(sizes, whole, config.asr_task_config.min_audio_len)
     written.append(_plot_fill(Figure, data.name, fill, out))
     written.append(_plot_padding(Figure, data.name, fill, whole, out))
     return written
 
 
+def _language_panels(data: SplitData) -> list[tuple[str, np.ndarray]]:
+    """(title name, row mask) per panel: languages by rows, the smallest pooled when many
+    (Omnilingual corpora hold hundreds of languages)."""
+    names, file_code = np.unique([f.language for f in data.files], return_inverse=True)
+    row_code = file_code[data.row_file()]
+    order = np.argsort(-np.bincount(row_code, minlength=names.size), kind="stable")
+    if order.size <= _MAX_PANELS:
+        return [(str(names[c]), row_code == c) for c in order]
+    rest = order[_MAX_PANELS - 1 :]
+    panels = [(str(names[c]), row_code == c) for c in order[: _MAX_PANELS - 1]]
+    return [*panels, (f"{rest.size} other languages", np.isin(row_code, rest))]
+
+
 def _plot_lengths(figure: type, data: SplitData, task: AsrTaskConfig, out: Path) -> Path:
     edges, _ = length_histogram(data.lengths)
-    language_of_file = np.array([f.language for f in data.files])
-    row_language = language_of_file[data.row_file()] if data.num_rows else language_of_file[:0]
-    languages = sorted(set(language_of_file.tolist()))
-    ncols = min(4, len(languages))
-    nrows = -(-len(languages) // ncols)
+    panels = _language_panels(data)
+    ncols = min(4, len(panels))
+    nrows = -(-len(panels) // ncols)
     fig = figure(figsize=(4 * ncols, 2.6 * nrows + 0.6), layout="constrained")
-    axes = fig.subplots(nrows, ncols, sharex=True, squeeze=False).ravel()
-    for ax, language in zip(axes, languages, strict=False):
-        lengths = data.lengths[row_language == language]
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for i, (ax, (name, mask)) in enumerate(zip(axes, panels, strict=False)):
+        lengths = data.lengths[mask]
         counts, _ = np.histogram(lengths / SAMPLE_RATE, edges)
         ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)
         hours = lengths.sum() / SAMPLE_RATE / 3600
-        ax.set_title(f"{language}: {lengths.size} rows, {hours:.2f} h", fontsize=10)
+        ax.set_title(f"{name}: {lengths.size} rows, {hours:.2f} h", fontsize=10)
         for bound in (task.min_audio_len, task.max_audio_len):
-            if edges[0] <= bound / SAMPLE_RATE <= edges[-1]:
+            if edges[0] < bound / SAMPLE_RATE < edges[-1]:
                 ax.axvline(bound / SAMPLE_RATE, color="tab:red", linestyle="--", linewidth=1)
-        ax.set_ylabel("rows")
+        ax.set_xlim(edges[0], edges[-1])
         ax.set_xlabel("length (s)")
-    for ax in axes[len(languages) :]:
+        if i % ncols == 0:
+            ax.set_ylabel("rows")
+    for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(f"split {data.name}: audio length per language (red: min/max_audio_len)")
     return _save(fig, out / f"{data.name}_lengths.png")
 
 
-def _bucket_axis(ax: object, fill: BucketFill) -> np.ndarray:
-    x = np.arange(len(fill.sizes))
-    step = max(1, -(-len(x) // 16))
-    ax.set_xticks(x[::step], [f"{n / SAMPLE_RATE:.1f}" for _, n in fill.sizes[::step]])
-    ax.set_xlabel("bucket (length bound, s)")
+def _bucket_axis(ax: Any, groups: list[BucketGroup]) -> np.ndarray:
+    """One evenly spaced slot per table row (a bucket, or a run of them), labelled with its
+    length bound: bucket bounds grow geometrically, so a length axis would hide short ones."""
+    x = np.arange(len(groups))
+    step = max(1, -(-len(groups) // 30))
+    ax.set_xticks(x[::step], [f"{g.high / SAMPLE_RATE:.2f}" for g in groups[::step]])
+    ax.tick_params(axis="x", labelrotation=90, labelsize=8)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    several = any(g.first != g.last for g in groups)
+    ax.set_xlabel("bucket length bound (s)" + (", runs of equal batch size" if several else ""))
     return x
 
 
 def _plot_fill(figure: type, split: str, fill: BucketFill, out: Path) -> Path:
-    fig = figure(figsize=(10, 4.2), layout="constrained")
+    fig = figure(figsize=(10, 4.5), layout="constrained")
     ax = fig.subplots()
-    x = _bucket_axis(ax, fill)
-    ax.bar(x, fill.examples, color="tab:blue", label="examples")
-    ax.set_ylabel("examples (first fit)")
+    groups = fill.groups()
+    x = _bucket_axis(ax, groups)
+    ax.bar(x, [g.examples for g in groups], color="tab:blue")
+    ax.set_ylabel("examples (first fit)", color="tab:blue")
     twin = ax.twinx()
-    twin.step(x, [size for size, _ in fill.sizes], where="mid", color="tab:orange")
+    twin.plot(x, [g.batch_size for g in groups], "o-", color="tab:orange", markersize=3)
     twin.set_ylabel("batch size", color="tab:orange")
     twin.set_ylim(bottom=0)
     ax.set_title(f"split {split}: examples per LENGTH bucket ({len(fill.sizes)} buckets)")
@@ -462,21 +538,21 @@ def _plot_fill(figure: type, split: str, fill: BucketFill, out: Path) -> Path:
 
 
 def _plot_padding(figure: type, split: str, fill: BucketFill, whole: Projection, out: Path) -> Path:
-    fig = figure(figsize=(10, 4.2), layout="constrained")
+    fig = figure(figsize=(10, 4.5), layout="constrained")
     ax = fig.subplots()
-    x = _bucket_axis(ax, fill)
-    used = fill.padded > 0
-    efficiency = np.divide(fill.real, fill.padded, out=np.zeros(len(x)), where=used)
-    ax.bar(x[used], efficiency[used], color="tab:green", label="per bucket")
+    groups = fill.groups()
+    x = _bucket_axis(ax, groups)
+    bars = ax.bar(x, [g.padding_efficiency or 0.0 for g in groups], color="tab:green")
+    ax.bar_label(bars, [str(g.batches) if g.batches else "" for g in groups], fontsize=7)
     ax.axhline(whole.padding_efficiency, color="black", linestyle="--",
-               label=f"all batches {whole.padding_efficiency:.3f}")  # fmt: skip
-    ax.set_ylim(0, 1.05)
+               label=f"all batches: {whole.padding_efficiency:.3f}")  # fmt: skip
+    ax.set_ylim(0, 1.08)
     ax.set_ylabel("padding efficiency (real / padded)")
     ax.legend(loc="lower right")
-    ax.set_title(f"split {split}: padding efficiency of the batches of each bucket")
+    ax.set_title(f"split {split}: padding efficiency per bucket (on the bars: batches)")
     return _save(fig, out / f"{split}_bucket_padding.png")
 
 
-def _save(fig: object, path: Path) -> Path:
+def _save(fig: Any, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     return path

@@ -42,11 +42,12 @@ def memory_mapped_copy(table: pa.Table, cache_dir: str | Path) -> pa.Table:
     mapped back, so what it holds is file-backed memory the kernel may page out. The file is
     unlinked at once; the mapping keeps it readable until the last view of it is gone."""
     path = Path(cache_dir) / f"rowgroup-{uuid.uuid4().hex}.arrow"
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     try:
-        with pa.memory_map(str(path), "rb") as source:
-            return pa.ipc.open_stream(source).read_all()
+        # The IPC file format maps without a copy (the stream format the reference uses
+        # reads the buffers into memory again).
+        return pa.ipc.open_file(pa.memory_map(str(path), "rb")).read_all()
     finally:
         os.unlink(path)
 

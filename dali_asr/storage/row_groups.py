@@ -139,7 +139,9 @@ class ParquetFiles:
 
     def audio_column(self, table: pa.Table, ref: RowGroupRef) -> AudioColumn:
         """The audio of a row group read with ``read`` (zero-copy views of its buffers)."""
-        column = table.column(AUDIO).combine_chunks()
+        chunked = table.column(AUDIO)
+        # combine_chunks copies even a single chunk
+        column = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
         if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
             buffers = column.buffers()
             offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32

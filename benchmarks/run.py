@@ -1,0 +1,389 @@
+"""Throughput of dali-asr against the reference reader and the DALI decode-only ceiling.
+
+    python benchmarks/run.py [--compare reference] [--data PATH] [--configs NAME ...]
+                             [--passes 3] [--epochs 1] [--threads 2] [--json FILE]
+                             [--markdown-out benchmarks/RESULTS.md]
+
+On one dataset (default ../shared/data/espeak-mini when present, else the demo data), for each
+configuration (batching length|static × features waveform|fbank × mode single|train, the rows
+of ../shared/reference/baseline.md), runs each loader in its own process, alternating
+A B C A B C after a warm-up round: the reference (``--compare reference``: omnilingual-asr 0.2.0
+from $REFERENCE_VENV, built by benchmarks/setup_reference.sh), dali-asr end to end, and DALI
+decode only on dali-asr's batches (the ceiling), per ``--threads`` count. Prints the table
+(min / median / max over the passes) and the issue's targets; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import bench_report
+from bench_common import ALL_CONFIGS, BenchConfig, ChildSpec, parse_child_output
+from bench_common import storage_settings as storage_for
+from bench_common import task_settings as task_for
+from tqdm import tqdm
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+ESPEAK = REPO.parent / "shared" / "data" / "espeak-mini"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dali-asr"
+STATS_NAME = "language_distribution_0.tsv"
+
+
+def reference_python() -> Path:
+    venv = os.environ.get("REFERENCE_VENV") or str(CACHE / "reference-venv")
+    return Path(venv) / "bin" / "python"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    data: Path  # the version=0 folder: what both loaders are given
+    stats_tsv: Path | None
+    tokenizer: Path
+    label: str
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A loader under test, run as ``python script spec``."""
+
+    name: str
+    threads: int | None
+    python: str
+    script: Path
+
+
+def train_char_tokenizer(data: Path, dest: Path) -> Path:
+    """A SentencePiece char model over the dataset's texts, with fairseq's ids (<s> 0, <pad> 1,
+    </s> 2, <unk> 3) like espeak-mini's: the reference cannot run without a model file."""
+    import pyarrow.dataset as pads
+    import sentencepiece as spm
+
+    model = dest / "char_spm.model"
+    if model.exists():
+        return model
+    dest.mkdir(parents=True, exist_ok=True)
+    texts = pads.dataset(str(data), partitioning="hive").to_table(columns=["text"])
+    corpus = dest / "texts.txt"
+    corpus.write_text("\n".join(sorted(set(texts.column("text").to_pylist()))) + "\n")
+    spm.SentencePieceTrainer.train(
+        input=str(corpus),
+        model_prefix=str(dest / "char_spm"),
+        model_type="char",
+        character_coverage=1.0,
+        bos_id=0,
+        pad_id=1,
+        eos_id=2,
+        unk_id=3,
+        minloglevel=2,
+    )
+    corpus.unlink()
+    return model
+
+
+def resolve_dataset(path: str | None, tokenizer: str | None) -> Dataset:
+    """``--data`` (the folder holding version=0, or version=0 itself), else espeak-mini, else the
+    demo data built under the cache."""
+    if path is None:
+        if ESPEAK.exists():
+            root = ESPEAK
+        else:
+            from dali_asr.demo_data import make_demo_dataset
+
+            root = CACHE / "demo"
+            make_demo_dataset(root)
+    else:
+        root = Path(path).resolve()
+    data = root / "version=0" if (root / "version=0").is_dir() else root
+    top = data.parent if data.name.startswith("version=") else data
+    stats = top / STATS_NAME
+    if tokenizer is not None:
+        model = Path(tokenizer)
+    elif (top / "tokenizer" / "char_spm.model").exists():
+        model = top / "tokenizer" / "char_spm.model"
+    else:
+        key = hashlib.sha1(str(data).encode()).hexdigest()[:12]
+        model = train_char_tokenizer(data, CACHE / "bench-tokenizers" / key)
+    return Dataset(data, stats if stats.exists() else None, model, str(top))
+
+
+def single_pass_batches(
+    ds: Dataset, split: str, config: BenchConfig, overrides: dict[str, Any]
+) -> int:
+    """Batches of dali-asr's single pass (the reference plans the same; tests/golden checks
+    it): the training stream is capped at this × epochs, as baseline.md did."""
+    from dali_asr.config import config_from_dict
+    from dali_asr.loader import AsrLoader
+
+    single = BenchConfig(config.batching, config.features, "single")
+    cfg = config_from_dict(
+        {
+            "asr_task_config": task_for(single, None, overrides),
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        }
+    )
+    with AsrLoader(ds.data, split, cfg, ds.tokenizer) as loader:
+        return len(loader)
+
+
+def run_child(subject: Subject, spec: ChildSpec, timeout: float) -> dict[str, Any]:
+    cmd = [subject.python, str(subject.script), spec.to_json()]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}: {done.stderr.strip()[-600:]}"}
+    try:
+        return parse_child_output(done.stdout)
+    except ValueError as e:
+        return {"error": f"{e}: {done.stderr.strip()[-600:]}"}
+
+
+def run_benchmark(
+    ds: Dataset,
+    split: str,
+    configs: list[BenchConfig],
+    subjects: list[Subject],
+    passes: int,
+    warmup: int,
+    epochs: int,
+    max_batches: int | None,
+    overrides: dict[str, Any] | None = None,
+    timeout: float = 900.0,
+    device: str = "cpu",
+) -> tuple[list[bench_report.Row], list[dict[str, Any]]]:
+    """Every configuration in turn; within one, ``warmup`` untimed rounds then ``passes``
+    rounds, each round one child per subject in the same order (A B C A B C)."""
+    overrides = overrides or {}
+    caps: dict[BenchConfig, int | None] = {}
+    for config in configs:
+        if config.mode == "train":
+            cap = single_pass_batches(ds, split, config, overrides) * epochs
+            caps[config] = min(cap, max_batches) if max_batches else cap
+        else:
+            caps[config] = max_batches
+    jobs = [(c, k, s) for c in configs for k in range(warmup + passes) for s in subjects]
+    rows = {
+        (c.name, s.name, s.threads): bench_report.Row(c.name, s.name, s.threads, [], [])
+        for c in configs
+        for s in subjects
+    }
+    raw: list[dict[str, Any]] = []
+    bar = tqdm(jobs, desc="benchmark", unit="run", file=sys.stderr, dynamic_ncols=True)
+    for config, k, subject in bar:
+        bar.set_postfix_str(
+            f"{config.name} {subject.name} {subject.threads or ''} "
+            f"{'warm-up' if k < warmup else f'pass {k - warmup + 1}'}"
+        )
+        spec = ChildSpec(
+            subject=subject.name,
+            data=str(ds.data),
+            split=split,
+            tokenizer=str(ds.tokenizer),
+            config=config.name,
+            task=task_for(config, caps[config], overrides),
+            storage=storage_for(config, str(ds.stats_tsv) if ds.stats_tsv else None),
+            epochs=epochs,
+            threads=subject.threads or 0,
+            device=device,
+        )
+        result = run_child(subject, spec, timeout)
+        raw.append(
+            {
+                "config": config.name,
+                "subject": subject.name,
+                "threads": subject.threads,
+                "round": k,
+                "warmup": k < warmup,
+                "result": result,
+            }
+        )
+        row = rows[(config.name, subject.name, subject.threads)]
+        if "error" in result:
+            row.errors.append(result["error"])
+            tqdm.write(f"{config.name} {subject.name}: {result['error']}", file=sys.stderr)
+        elif k >= warmup:
+            row.passes.append(result)
+    bar.close()
+    return list(rows.values()), raw
+
+
+def make_subjects(compare: list[str], threads: list[int], only: list[str] | None) -> list[Subject]:
+    subjects = []
+    if "reference" in compare:
+        python = reference_python()
+        if not python.exists():
+            raise SystemExit(
+                f"no reference virtualenv at {python.parent.parent}: run "
+                "benchmarks/setup_reference.sh (or set REFERENCE_VENV)"
+            )
+        subjects.append(Subject("reference", None, str(python), HERE / "reference_child.py"))
+    for name in ("dali-asr", "ceiling"):
+        subjects += [Subject(name, t, sys.executable, HERE / "dali_child.py") for t in threads]
+    return [s for s in subjects if only is None or s.name in only]
+
+
+def select_configs(patterns: list[str] | None) -> list[BenchConfig]:
+    if not patterns:
+        return list(ALL_CONFIGS)
+    chosen = [c for c in ALL_CONFIGS if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+    if not chosen:
+        names = ", ".join(c.name for c in ALL_CONFIGS)
+        raise SystemExit(f"--configs {' '.join(patterns)} matches none of: {names}")
+    return chosen
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key] = json.loads(value)
+    return out
+
+
+def versions(subjects: list[Subject]) -> dict[str, str]:
+    """Package versions of each python under test, read from metadata (nothing imported)."""
+    out: dict[str, str] = {}
+    probe = (
+        "import importlib.metadata as m\nfor p in {pkgs!r}:\n    try: print(p, m.version(p))"
+        "\n    except m.PackageNotFoundError: pass"
+    )
+    wanted = {sys.executable: ["nvidia-dali-cuda120", "nvidia-dali-cuda130", "torch", "pyarrow"]}
+    for s in subjects:
+        if s.name == "reference":
+            wanted[s.python] = ["omnilingual-asr", "fairseq2", "fairseq2n", "torch", "pyarrow"]
+    for python, pkgs in wanted.items():
+        tag = "reference " if python != sys.executable else ""
+        done = subprocess.run(
+            [python, "-c", probe.format(pkgs=pkgs)], capture_output=True, text=True, check=False
+        )
+        for line in done.stdout.splitlines():
+            name, version = line.split()
+            out[tag + name] = version
+    return out
+
+
+def entry(title: str, command: str, info: dict[str, Any], body: str) -> str:
+    """A RESULTS.md entry: heading, machine, versions, dataset, calibration, command, body."""
+    m = info["machine"]
+    vers = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    calib = "; ".join(
+        f"{when}: sha256 on 2 threads ×{c['ratio_2t']:.2f} of 1, load {c['loadavg_1min']:.2f}"
+        for when, c in info["calibration"].items()
+    )
+    return (
+        f"## {info['date']} — {title}\n\n"
+        f"Machine: {bench_report.describe_machine(m)}; Python {m['python']}; {vers}.\n"
+        f"Dataset: `{info['dataset']}`, split `{info['split']}`; {info['passes']} timed "
+        f"passes of {info['epochs']} epoch(s) after {info['warmup']} warm-up round(s), each "
+        f"pass of each loader in its own process; {info['elapsed_s'] / 60:.1f} min in all."
+        + (f" Calibration ({calib})." if calib else "")
+        + f"\n\n```\n{command}\n```\n\n{body}\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        choices=["reference"],
+        help="also run the reference reader (needs setup_reference.sh)",
+    )
+    p.add_argument("--data", help="dataset folder (default: espeak-mini, else the demo data)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--tokenizer", help="SentencePiece model (default: the dataset's own)")
+    p.add_argument("--configs", nargs="+", help="names or globs, e.g. 'length/*/train'")
+    p.add_argument("--subjects", nargs="+", choices=["reference", "dali-asr", "ceiling"])
+    p.add_argument("--passes", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per pass (default 1)")
+    p.add_argument("--threads", type=int, nargs="+", default=[2], help="DALI CPU threads")
+    p.add_argument("--max-batches", type=int, help="cap every pass at this many batches")
+    p.add_argument(
+        "--task",
+        nargs="*",
+        default=[],
+        metavar="KEY=JSON",
+        help="asr_task_config overrides for every loader",
+    )
+    p.add_argument(
+        "--device", default="cpu", choices=["cpu", "gpu", "auto"], help="dali-asr's device"
+    )
+    p.add_argument("--timeout", type=float, default=900.0, help="per child process, seconds")
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sha256 on 1 and 2 threads before and after, to spot a busy machine",
+    )
+    p.add_argument("--json", type=Path, help="write the raw results here")
+    p.add_argument("--markdown-out", type=Path, help="add a RESULTS.md-style entry to this file")
+    p.add_argument("--title", default="throughput against the reference")
+    argv = sys.argv[1:] if argv is None else argv
+    args = p.parse_args(argv)
+
+    t0 = time.perf_counter()
+    ds = resolve_dataset(args.data, args.tokenizer)
+    subjects = make_subjects(args.compare, args.threads, args.subjects)
+    configs = select_configs(args.configs)
+    info: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": bench_report.machine(),
+        "versions": versions(subjects),
+        "dataset": ds.label,
+        "split": args.split,
+        "passes": args.passes,
+        "warmup": args.warmup,
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "task_overrides": args.task,
+        "calibration": {"before": bench_report.calibrate()} if args.calibrate else {},
+    }
+    rows, raw = run_benchmark(
+        ds,
+        args.split,
+        configs,
+        subjects,
+        args.passes,
+        args.warmup,
+        args.epochs,
+        args.max_batches,
+        parse_overrides(args.task),
+        args.timeout,
+        args.device,
+    )
+    if args.calibrate:
+        info["calibration"]["after"] = bench_report.calibrate()
+    info["elapsed_s"] = time.perf_counter() - t0
+    body = bench_report.table(rows)
+    goals = bench_report.targets(rows, max(args.threads))
+    if goals.count("\n") > 1:
+        body += f"\n\nIssue 5's targets (dali-asr at {max(args.threads)} threads):\n\n{goals}"
+    print(body)
+    command = "python benchmarks/run.py " + " ".join(map(shlex.quote, argv))
+    if args.json:
+        doc = {**info, "command": command, "summary": [r.as_dict() for r in rows], "runs": raw}
+        args.json.write_text(json.dumps(doc, indent=1))
+    if args.markdown_out:
+        bench_report.add_entry(args.markdown_out, entry(args.title, command, info, body))
+    failed = [r for r in rows if not r.passes]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
