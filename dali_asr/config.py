@@ -200,6 +200,8 @@ class LoaderConfig:
                 f">= max_audio_len ({t.max_audio_len}), or no bucket can hold one example",
             )
             _require(t.num_seqs_multiple_of >= 1, "asr_task_config.num_seqs_multiple_of", ">= 1")
+            if t.batching_strategy is BatchingStrategy.LENGTH:
+                _check_buckets(t)
         else:
             _require(t.batch_size >= 1, "asr_task_config.batch_size", ">= 1")
         for key in ("example_shuffle_window", "batch_shuffle_window"):
@@ -222,6 +224,22 @@ class LoaderConfig:
     @property
     def output_dtype(self) -> str:
         return self.dali_asr.dtype or "float32"
+
+
+def _check_buckets(t: AsrTaskConfig) -> None:
+    """Build the bucket table once at start, so a cap below every bucket fails here."""
+    from dali_asr.batching import length_bucket_sizes
+
+    try:
+        length_bucket_sizes(
+            min_audio_len=t.min_audio_len,
+            max_audio_len=t.max_audio_len,
+            max_num_elements=t.max_num_elements,
+            num_seqs_multiple_of=t.num_seqs_multiple_of,
+            max_bucket_size=t.max_bucket_size,
+        )
+    except ValueError as e:
+        raise ConfigError(f"asr_task_config: {e}") from None
 
 
 def _require(ok: bool, key: str, expected: str) -> None:

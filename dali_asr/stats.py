@@ -44,13 +44,19 @@ SAMPLE_RATE = 16_000
 _CODE = {reason: i for i, reason in enumerate(REASONS, start=1)}
 
 __all__ = [
+    "SAMPLE_RATE",
+    "BucketFill",
+    "BucketGroup",
     "Projection",
     "SplitData",
+    "bucket_fill",
     "bucket_table",
     "length_histogram",
     "load_split",
     "load_splits",
     "project",
+    "require_matplotlib",
+    "write_plots",
 ]
 
 
@@ -183,8 +189,12 @@ def load_split(
     )
     log.info(
         "split %s: %d files, %d row groups, %d rows read in %.2f s",
-        name, len(files), data.group_rows.size, data.num_rows, time.perf_counter() - start,
-    )  # fmt: skip
+        name,
+        len(files),
+        data.group_rows.size,
+        data.num_rows,
+        time.perf_counter() - start,
+    )
     return data
 
 
@@ -378,10 +388,16 @@ class BucketFill:
     def _group(self, a: int, b: int) -> BucketGroup:
         low = self.sizes[a - 1][1] + 1 if a > 0 else self.min_len
         return BucketGroup(
-            a, b - 1, self.sizes[a][0], low, self.sizes[b - 1][1],
-            int(self.examples[a:b].sum()), int(self.batches[a:b].sum()),
-            int(self.real[a:b].sum()), int(self.padded[a:b].sum()),
-        )  # fmt: skip
+            a,
+            b - 1,
+            self.sizes[a][0],
+            low,
+            self.sizes[b - 1][1],
+            int(self.examples[a:b].sum()),
+            int(self.batches[a:b].sum()),
+            int(self.real[a:b].sum()),
+            int(self.padded[a:b].sum()),
+        )
 
 
 def _runs(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -461,8 +477,11 @@ def write_plots(data: SplitData, config: LoaderConfig, whole: Projection, out: P
     written = [_plot_lengths(Figure, data, config.asr_task_config, out)]
     sizes = bucket_table(config.asr_task_config)
     if sizes is None:
-        log.info("%s: no bucket figures (%s batching has no buckets)", data.name,
-                 config.asr_task_config.batching_strategy.value)  # fmt: skip
+        log.info(
+            "%s: no bucket figures (%s batching has no buckets)",
+            data.name,
+            config.asr_task_config.batching_strategy.value,
+        )
         return written
     fill = bucket_fill(sizes, whole, config.asr_task_config.min_audio_len)
     written.append(_plot_fill(Figure, data.name, fill, out))
@@ -544,8 +563,12 @@ def _plot_padding(figure: type, split: str, fill: BucketFill, whole: Projection,
     x = _bucket_axis(ax, groups)
     bars = ax.bar(x, [g.padding_efficiency or 0.0 for g in groups], color="tab:green")
     ax.bar_label(bars, [str(g.batches) if g.batches else "" for g in groups], fontsize=7)
-    ax.axhline(whole.padding_efficiency, color="black", linestyle="--",
-               label=f"all batches: {whole.padding_efficiency:.3f}")  # fmt: skip
+    ax.axhline(
+        whole.padding_efficiency,
+        color="black",
+        linestyle="--",
+        label=f"all batches: {whole.padding_efficiency:.3f}",
+    )
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("padding efficiency (real / padded)")
     ax.legend(loc="lower right")

@@ -158,6 +158,9 @@ def test_table_b_checksums() -> None:
 
 
 def test_table_c_rounds_down_and_checksums(caplog: pytest.LogCaptureFixture) -> None:
+    from dali_asr.batching import bucket_sizes
+
+    bucket_sizes._WARNED.clear()  # the warning is once per setting and process
     assert effective_max_num_elements(3_200_000, 960_000) == 2_880_000
     with caplog.at_level(logging.WARNING, logger="dali_asr.batching.bucket_sizes"):
         table = _table(32_000, 960_000, 3_200_000, 8)

@@ -96,6 +96,9 @@ def effective_max_num_elements(max_num_elements: int, max_audio_len: int) -> int
     return (max_num_elements // max_audio_len) * max_audio_len
 
 
+_WARNED: set[tuple[int, int]] = set()
+
+
 def length_bucket_sizes(
     *,
     min_audio_len: int,
@@ -129,7 +132,9 @@ def length_bucket_sizes(
             f"({max_audio_len}): one batch has to fit one maximum-length example."
         )
     effective = effective_max_num_elements(max_num_elements, max_audio_len)
-    if effective != max_num_elements:
+    if effective != max_num_elements and (max_num_elements, max_audio_len) not in _WARNED:
+        # once per setting: a plan is rebuilt every epoch
+        _WARNED.add((max_num_elements, max_audio_len))
         logger.warning(
             "`max_num_elements` rounded down from %d to %d (a multiple of max_audio_len=%d)",
             max_num_elements,
