@@ -214,3 +214,34 @@ def test_close_twice_and_iterate_again(espeak_root: Path, espeak_tokenizer) -> N
     loader.close()
     assert len(list(loader)) == 50
     assert not _threads()
+
+
+def test_cli_prints_one_line_per_skipped_example(bad_dataset, tmp_path: Path, capsys) -> None:
+    import json
+
+    from dali_asr.cli import main
+
+    root, expected, too_short, _, tokenizer = bad_dataset
+    (tmp_path / "tok.json").write_text(tokenizer.to_json())
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "asr_task_config": TASK,
+                "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+            }
+        )
+    )
+    args = ["--data", str(root), "--config", str(config), "--tokenizer", str(tmp_path / "tok.json")]
+    assert main(["run", *args]) == 0
+    err = capsys.readouterr().err.splitlines()
+    lines = [line for line in err if line.startswith(f"skipped {FILE}:")]
+    named = {
+        int(line.split()[1].rsplit(":", 2)[1]) * 10
+        + int(line.split()[1].rsplit(":", 1)[1]): line.split()[2]
+        for line in lines
+    }
+    bad = {row: reason for row, reason in expected.items() if reason is not None}
+    assert {r: named[r] for r in bad} == bad
+    assert len(lines) == len(bad) + len(too_short)
+    assert err[-1].startswith(f"skipped {len(lines)}:")
