@@ -1,7 +1,7 @@
 """Throughput of dali-asr against the reference reader and the DALI decode-only ceiling.
 
     python benchmarks/run.py [--compare reference] [--data PATH] [--configs NAME ...]
-                             [--passes 3] [--epochs 1] [--threads 2] [--json FILE]
+                             [--passes 3] [--epochs 3] [--threads 2] [--json FILE]
                              [--markdown-out benchmarks/RESULTS.md]
 
 On one dataset (default ../shared/data/espeak-mini when present, else the demo data), for each
@@ -40,6 +40,7 @@ REPO = HERE.parent
 ESPEAK = REPO.parent / "shared" / "data" / "espeak-mini"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dali-asr"
 STATS_NAME = "language_distribution_0.tsv"
+NAMES = ("dali-asr", "ceiling")
 
 
 def reference_python() -> Path:
@@ -231,8 +232,9 @@ def make_subjects(compare: list[str], threads: list[int], only: list[str] | None
                 "benchmarks/setup_reference.sh (or set REFERENCE_VENV)"
             )
         subjects.append(Subject("reference", None, str(python), HERE / "reference_child.py"))
-    for name in ("dali-asr", "ceiling"):
-        subjects += [Subject(name, t, sys.executable, HERE / "dali_child.py") for t in threads]
+    # dali-asr next to its ceiling at each thread count, so each pair runs back to back
+    for t in threads:
+        subjects += [Subject(n, t, sys.executable, HERE / "dali_child.py") for n in NAMES]
     return [s for s in subjects if only is None or s.name in only]
 
 
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", nargs="+", choices=["reference", "dali-asr", "ceiling"])
     p.add_argument("--passes", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per pass (default 1)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs per pass (default 3)")
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="DALI CPU threads")
     p.add_argument("--max-batches", type=int, help="cap every pass at this many batches")
     p.add_argument(

@@ -1,4 +1,4 @@
-"""The ``dali-asr`` command: ``plan``, ``run`` and ``demo``.
+"""The ``dali-asr`` command: ``plan``, ``run``, ``demo``, ``stats`` and ``bucket-sizes``.
 
 Standard output carries only the command's data; logs, warnings, counters and progress bars go
 to standard error. Exit 0 when the run completed (skips included), 2 for a usage or config
@@ -53,7 +53,10 @@ def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, dict]:
+    """The parser, and the handlers of the operator tools (stats, bucket-sizes)."""
+    from dali_asr.cli_tools import register
+
     parser = argparse.ArgumentParser(prog="dali-asr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     plan = sub.add_parser("plan", help="print the batch plan as JSON lines (no audio decoded)")
@@ -71,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="where to build the demo dataset (default: $XDG_CACHE_HOME/dali-asr/demo)",
     )
     demo.add_argument("--seed", type=int, default=2026, help="demo dataset seed")
-    return parser
+    tools = register(sub, _common)
+    return parser, tools
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -85,7 +89,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser, tools = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
@@ -96,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_plan(args)
         if args.command == "run":
             return cmd_run(args, _config(args.config))
+        if args.command in tools:
+            return tools[args.command](args)
         return cmd_demo(args)
     except (ConfigError, DatasetError, FileNotFoundError) as e:
         print(f"dali-asr: error: {e}", file=sys.stderr)

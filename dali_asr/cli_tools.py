@@ -205,7 +205,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.world_size < 1:
         raise ConfigError(f"--world-size must be >= 1, got {args.world_size}")
     if args.plot is not None:
-        from dali_asr.stats import require_matplotlib
+        from dali_asr.stats_plots import require_matplotlib
 
         require_matplotlib()  # fail before reading a large dataset, not after
     config = load_config(args.config)
@@ -226,7 +226,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ranks = [project(data, config, r, args.world_size) for r in range(args.world_size)]
         print(render_split(data, config, whole, ranks, args.full), file=out)
         if args.plot is not None:
-            from dali_asr.stats import write_plots
+            from dali_asr.stats_plots import write_plots
 
             for written in write_plots(data, config, whole, args.plot):
                 log.info("wrote %s", written)

@@ -9,6 +9,7 @@ a feeding thread hands the planned batches to DALI, whose own threads decode ahe
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import weakref
@@ -132,6 +133,11 @@ class AsrLoader:
                 "blocks of one split's worth of rows" if self.endless else "the whole split",
             )
         self.device = resolve_device(self.config.dali_asr.device)
+        # torchrun starts one process per GPU and says which in LOCAL_RANK
+        configured = self.config.dali_asr.device_id
+        self.device_id = (
+            configured if configured is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        )
         self.report = SkipReport()
         self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
         self._len: int | None = None
@@ -268,7 +274,7 @@ class AsrLoader:
                 max_batch_size=max_batch_size(self.task),
                 num_threads=settings.num_threads,
                 device=self.device,
-                device_id=settings.device_id,
+                device_id=self.device_id,
                 prefetch_queue_depth=settings.prefetch_queue_depth,
                 pad_to_multiple=settings.pad_to_multiple,
                 on_bad_audio=settings.on_bad_audio,

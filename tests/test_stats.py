@@ -28,8 +28,8 @@ from dali_asr.stats import (
     length_histogram,
     load_splits,
     project,
-    write_plots,
 )
+from dali_asr.stats_plots import write_plots
 from dali_asr.storage.discovery import resolve_dataset_root
 from dali_asr.text import load_tokenizer
 
