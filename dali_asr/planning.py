@@ -10,17 +10,20 @@ attached (the loader), so both give the same batches.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from dali_asr.batching import LengthBucketer, StaticBatcher, length_bucket_sizes
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
 from dali_asr.report import ExampleKey, SkipReport
+from dali_asr.stages import Stages
 from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
 from dali_asr.storage.row_groups import ParquetFiles
-from dali_asr.storage.streaming import PartitionStream, group_partitions, load_weights, mixture
+from dali_asr.storage.sampling import WeightedSampler
+from dali_asr.storage.streaming import PartitionStream, group_partitions, load_weights
 from dali_asr.text import TextFilter, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -103,6 +106,9 @@ class _Planner:
         )
         self.reader = ExampleReader(files, text_filter)
         self.row_groups = files.row_groups()
+        self._refs = {(r.file_index, r.row_group): r for r in self.row_groups}
+        self._lookup_cache: dict[tuple[int, int], list[Example]] = {}
+        self.stages: Stages | None = None
 
     def examples(self, with_audio: bool) -> Iterator[Example]:
         raise NotImplementedError
@@ -122,11 +128,14 @@ class _Planner:
         loading = self.storage.fragment_loading
         return max(0, loading.nb_prefetch) + max(0, loading.num_parallel_fragments - 1)
 
-    def batches(self, with_audio: bool = False) -> Iterator[list[Example]]:
+    def batches(
+        self, with_audio: bool = False, state: dict[str, Any] | None = None
+    ) -> Iterator[list[Example]]:
         """Yield the planned batches in order; ``max_num_batches`` stops the plan early.
-        Row groups are read ahead (``read_ahead()`` per stream) on a pool of
-        ``num_parallel_fragments`` threads (at most ``max_workers``), shut down when the
-        generator ends or is closed."""
+        ``state`` (a ``snapshot()``) continues a plan where it was saved. Between two yielded
+        batches ``snapshot()`` gives the state after the last one. Row groups are read ahead
+        (``read_ahead()`` per stream) on a pool of ``num_parallel_fragments`` threads (at most
+        ``max_workers``), shut down when the generator ends or is closed."""
         limit = self.task.max_num_batches
         depth = self.read_ahead()
         if depth > 0:
@@ -135,59 +144,63 @@ class _Planner:
             loading = self.storage.fragment_loading
             threads = min(self.storage.max_workers, max(1, loading.num_parallel_fragments))
             self.pool = ThreadPoolExecutor(threads, thread_name_prefix="dali-asr-read")
+        self.stages = self._make_stages()
+        if state is not None:
+            self.restore_source(state["source"])
+            self.stages.restore(state["stages"], self._lookup)
+            self._lookup_cache.clear()
         try:
-            for i, batch in enumerate(self._all_batches(with_audio)):
-                if limit is not None and i >= limit:
+            for batch in self.stages.run(self.examples(with_audio), self.finite):
+                if limit is not None and self.stages.emitted > limit:
                     return
                 yield batch
+            for reason, count in self.stages.batcher.skipped.items():
+                if count:
+                    self.report.add(None, reason, count)
         finally:
             if self.pool is not None:
                 # wait: at most the reads in flight, and no thread outlives the plan
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 self.pool = None
 
-    def _all_batches(self, with_audio: bool) -> Iterator[list[Example]]:
-        shuffler: BlockShuffler[Example] = BlockShuffler(self.example_window(), self.task.seed)
-        batcher = make_batcher(self.task, self.sort_window)
-        batch_shuffler: BlockShuffler[list[Example]] = BlockShuffler(
-            self.task.batch_shuffle_window, self.task.seed + 1
+    def snapshot(self) -> dict[str, Any]:
+        """The plan's state after the batches yielded so far: positions, RNG states, keys."""
+        assert self.stages is not None, "snapshot() between batches of batches()"
+        return {"source": self.source_state(), "stages": self.stages.snapshot()}
+
+    def _make_stages(self) -> Stages:
+        return Stages(
+            BlockShuffler(self.example_window(), self.task.seed),
+            make_batcher(self.task, self.sort_window),
+            BlockShuffler(self.task.batch_shuffle_window, self.task.seed + 1),
+            self._keep_length,
+            self._accept,
         )
-        for ex in self.examples(with_audio):
-            if self._keep_length(ex):
-                yield from self._stage(shuffler.push(ex), batcher, batch_shuffler)
-        if not self.finite:
-            return
-        yield from self._stage(shuffler.flush(), batcher, batch_shuffler)
-        yield from self._batch_stage(batcher.flush(), batch_shuffler)
-        yield from batch_shuffler.flush()
-        for reason, count in batcher.skipped.items():
-            if count:
-                self.report.add(None, reason, count)
 
-    def _stage(
-        self,
-        shuffled: Iterable[Example],
-        batcher: Batcher,
-        batch_shuffler: BlockShuffler[list[Example]],
-    ) -> Iterator[list[Example]]:
-        for ex in shuffled:
-            if ex.reject is not None:
-                self.report.add(self.key(ex), ex.reject)
-                continue
-            if self.task.remove_unknown:
-                ex.tokens = ex.tokens[ex.tokens != self.tokenizer.unk_idx]
-            emitted = batcher.push(ex, ex.audio_size)
-            if isinstance(batcher, SortedWindowBatcher):
-                yield from self._batch_stage(emitted, batch_shuffler)
-            elif emitted is not None:
-                yield from batch_shuffler.push(emitted)
+    def _accept(self, ex: Example) -> bool:
+        """The text decision (computed when the row group was read), applied after the shuffle
+        as in the reference."""
+        if ex.reject is not None:
+            self.report.add(self.key(ex), ex.reject)
+            return False
+        if self.task.remove_unknown:
+            ex.tokens = ex.tokens[ex.tokens != self.tokenizer.unk_idx]
+        return True
 
-    @staticmethod
-    def _batch_stage(
-        batches: Iterable[list[Example]], batch_shuffler: BlockShuffler[list[Example]]
-    ) -> Iterator[list[Example]]:
-        for batch in batches:
-            yield from batch_shuffler.push(batch)
+    def _lookup(self, key: list[int]) -> Example:
+        """An example of a saved state, read again (metadata only; audio comes later)."""
+        file_index, group, row = key
+        cached = self._lookup_cache.get((file_index, group))
+        if cached is None:
+            ref = self._refs[(file_index, group)]
+            cached = self._lookup_cache[(file_index, group)] = self.reader.read(ref, False)
+        return cached[row]
+
+    def source_state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def restore_source(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError
 
     def _keep_length(self, ex: Example) -> bool:
         if ex.audio_size < self.task.min_audio_len:
@@ -219,11 +232,24 @@ class SinglePassPlanner(_Planner):
             self.row_groups = [r for r in self.row_groups if r.file_index in file_indices]
         # The reference deals row groups round-robin to ranks, the last ones unevenly.
         self.row_groups = self.row_groups[rank::world_size]
+        self._position = (0, 0)
 
     def examples(self, with_audio: bool) -> Iterator[Example]:
-        depth = self.read_ahead()
-        for rows in ReadAhead(self.reader, iter(self.row_groups), with_audio, depth, self.pool):
-            yield from rows
+        """Rows in file order from ``self._position`` = (row group index, rows consumed in it),
+        which is kept current for ``source_state()``."""
+        start, skip = self._position
+        refs = iter(self.row_groups[start:])
+        tables = ReadAhead(self.reader, refs, with_audio, self.read_ahead(), self.pool)
+        for index, rows in enumerate(tables, start=start):
+            for r in range(skip if index == start else 0, len(rows)):
+                self._position = (index, r + 1)
+                yield rows[r]
+
+    def source_state(self) -> dict[str, Any]:
+        return {"row_group_index": self._position[0], "rows_consumed": self._position[1]}
+
+    def restore_source(self, state: dict[str, Any]) -> None:
+        self._position = (int(state["row_group_index"]), int(state["rows_consumed"]))
 
 
 class ChainedPlanner:
@@ -264,6 +290,7 @@ class TrainStreamPlanner(_Planner):
     ) -> None:
         super().__init__(files, task, tokenizer, report, storage)
         self.reference_quirks = reference_quirks
+        self._restored: dict[str, Any] | None = None
         self.reader.cache_dir = cache_dir
         self.rank = rank
         self.world_size = world_size
@@ -297,6 +324,7 @@ class TrainStreamPlanner(_Planner):
         seed = self.storage.fragment_streaming.seed
         if self.reference_quirks:
             seed += self.world_size
+        restored = self._restored
         self.streams = [
             PartitionStream(
                 p,
@@ -307,13 +335,34 @@ class TrainStreamPlanner(_Planner):
                 self.world_size,
                 self.read_ahead(),
                 self.pool,
+                *(restored["streams"][i] if restored else (None, 0)),
             )
-            for p in self.partitions
+            for i, p in enumerate(self.partitions)
         ]
-        if self.reference_quirks:
+        self.sampler = WeightedSampler(self.weights, self.storage.sampling_seed)
+        if restored:
+            self.sampler.load_state_dict(restored["sampler"])
+        elif self.reference_quirks:
             # The reference warms each partition pipeline up by pulling one example.
             for stream in self.streams:
                 next(stream)
         if len(self.streams) == 1:
             return iter(self.streams[0])
-        return mixture(self.streams, self.weights, self.storage.sampling_seed)
+        return self._mixture()
+
+    def _mixture(self) -> Iterator[Example]:
+        """The reference's ``DataPipeline.sample`` over endless streams. It buffers one
+        look-ahead example per stream and returns the picked stream's buffer; the streams are
+        independent, so taking the picked stream's next example is the same sequence, without
+        reading a row group of every partition before the first batch."""
+        while True:
+            yield next(self.streams[self.sampler.pick()])
+
+    def source_state(self) -> dict[str, Any]:
+        return {
+            "streams": [list(s.state()) for s in self.streams],
+            "sampler": self.sampler.state_dict(),
+        }
+
+    def restore_source(self, state: dict[str, Any]) -> None:
+        self._restored = state

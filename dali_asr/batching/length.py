@@ -143,6 +143,17 @@ class LengthBucketer(Generic[T]):
         self._buckets = [[] for _ in self._bucket_sizes]
         self._num_waiting = 0
 
+    def waiting(self) -> list[tuple[int, T]]:
+        """(bucket index, item) of every waiting item, each bucket in arrival order."""
+        return [(i, item) for i, bucket in enumerate(self._buckets) for item in bucket]
+
+    def restore_waiting(self, items: list[tuple[int, T]]) -> None:
+        """Put back :meth:`waiting` output into an empty bucketer with the same table."""
+        self.clear()
+        for i, item in items:
+            self._buckets[i].append(item)
+        self._num_waiting = len(items)
+
 
 def bucket_by_length(
     items: Iterable[T],

@@ -104,6 +104,14 @@ class BlockShuffler(Generic[T]):
             "num_waiting": len(self._block),
         }
 
+    def waiting(self) -> list[T]:
+        """The items of the incomplete block, in arrival order (for resume state)."""
+        return list(self._block)
+
+    def restore_waiting(self, items: list[T]) -> None:
+        """Put back :meth:`waiting` items after :meth:`load_state_dict` (no RNG use)."""
+        self._block = list(items)
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output; the waiting block starts empty (see there)."""
         if int(state["window"]) != self.window:

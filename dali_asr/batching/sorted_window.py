@@ -153,6 +153,13 @@ class SortedWindowBatcher(Generic[T]):
         """Discard every waiting item without emitting it (counters are kept)."""
         self._buffer = []
 
+    def waiting(self) -> list[tuple[int, bool, T]]:
+        """(length, carried once, item) of every item in the window, in window order."""
+        return list(self._buffer)
+
+    def restore_waiting(self, entries: list[tuple[int, bool, T]]) -> None:
+        self._buffer = [(int(n), bool(c), item) for n, c, item in entries]
+
     def state_dict(self) -> dict[str, int]:
         """JSON-serialisable shuffle state. Waiting items are not part of it."""
         return {"seed": self.seed, "num_cuts": self._num_cuts}

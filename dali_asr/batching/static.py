@@ -48,6 +48,13 @@ class StaticBatcher(Generic[T]):
         batch, self._pending = self._pending, []
         return batch
 
+    def waiting(self) -> list[T]:
+        """The items of the incomplete batch, in arrival order (for resume state)."""
+        return list(self._pending)
+
+    def restore_waiting(self, items: list[T]) -> None:
+        self._pending = list(items)
+
     def flush(self) -> Iterator[list[T]]:
         """Emit the partial last batch (if any and allowed); leaves the batcher empty."""
         batch, self._pending = self._pending, []

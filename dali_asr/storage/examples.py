@@ -63,8 +63,12 @@ class ExampleReader:
         self.files = files
         self.text_filter = text_filter
         self.cache_dir = cache_dir
+        self.audio_enabled = True
+        """False while a restored plan is replayed to its saved point: no audio is read then
+        (``fill_audio`` reads it later for the examples that are still to be delivered)."""
 
     def read(self, ref: RowGroupRef, with_audio: bool) -> list[Example]:
+        with_audio = with_audio and self.audio_enabled
         columns = [LENGTH, TEXT, AUDIO] if with_audio else [LENGTH, TEXT]
         table = self.files.read(ref, columns)
         if with_audio and self.cache_dir is not None:
@@ -84,6 +88,22 @@ class ExampleReader:
                 blob = audio.row(r) if self.cache_dir is not None else audio.row(r).copy()
             out.append(Example(ref.file_index, ref.row_group, r, size, text, tok, reason, blob))
         return out
+
+
+def fill_audio(
+    examples: list[Example], files: ParquetFiles, refs: dict[tuple[int, int], RowGroupRef]
+) -> None:
+    """Read the audio of examples that have none (restored from a state), one read per row
+    group; ``refs`` maps (file index, row group) to its RowGroupRef."""
+    missing: dict[tuple[int, int], list[Example]] = {}
+    for ex in examples:
+        if ex.audio is None:
+            missing.setdefault((ex.file_index, ex.row_group), []).append(ex)
+    for where, exs in missing.items():
+        ref = refs[where]
+        audio = files.audio_column(files.read(ref, [AUDIO]), ref)
+        for ex in exs:
+            ex.audio = audio.row(ex.row).copy()
 
 
 class ReadAhead:

@@ -5,6 +5,7 @@ temperature-weighted sampler."""
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -14,7 +15,6 @@ import numpy as np
 
 from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
 from dali_asr.storage.row_groups import RowGroupRef
-from dali_asr.storage.sampling import WeightedSampler
 from dali_asr.storage.weights import partition_weights, read_stats_tsv
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,31 @@ class PartitionStream:
         world_size: int = 1,
         prefetch: int = 0,
         pool: Executor | None = None,
+        serving: int | None = None,
+        rows_consumed: int = 0,
     ) -> None:
         self.partition = partition
         self.order = row_group_order(len(partition.row_groups), seed)
-        self.position = rank
         self.step = world_size
+        # ``position``: the next cycle position to read (read-ahead runs in front);
+        # ``serving``: the position whose rows are being handed out (for the resume state).
+        self.position = rank if serving is None else serving
+        self.serving: int | None = None
+        self._fetched: deque[int] = deque()
         self._tables = ReadAhead(reader, self._refs(), with_audio, prefetch, pool)
         self._rows: list[Example] = []
         self._next_row = 0
+        self._skip = rows_consumed if serving is not None else 0
 
     def _refs(self) -> Iterator[RowGroupRef]:
         while True:
+            self._fetched.append(self.position)
             yield self.partition.row_groups[self.order[self.position % len(self.order)]]
             self.position += self.step
+
+    def state(self) -> tuple[int | None, int]:
+        """(cycle position being served, rows of it handed out): where to resume."""
+        return self.serving, self._next_row
 
     def __iter__(self) -> Iterator[Example]:
         return self
@@ -91,7 +103,8 @@ class PartitionStream:
     def __next__(self) -> Example:
         while self._next_row >= len(self._rows):
             self._rows = next(self._tables)
-            self._next_row = 0
+            self.serving = self._fetched.popleft()
+            self._next_row, self._skip = self._skip, 0
         ex = self._rows[self._next_row]
         self._next_row += 1
         return ex
@@ -126,15 +139,3 @@ def load_weights(
             ", ".join(unweighted),
         )
     return [weights.get((p.corpus, p.language), 0.0) for p in partitions]
-
-
-def mixture(
-    streams: Sequence[Iterator[Example]], weights: Sequence[float], seed: int
-) -> Iterator[Example]:
-    """The reference's ``DataPipeline.sample`` over endless streams. The reference buffers one
-    look-ahead example per stream and returns the picked stream's buffer; the streams are
-    independent, so taking the picked stream's next example is the same sequence, without
-    reading a row group of every partition before the first batch."""
-    sampler = WeightedSampler(weights, seed)
-    while True:
-        yield next(streams[sampler.pick()])

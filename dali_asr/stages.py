@@ -1,0 +1,150 @@
+"""The planning stages after the example source, as a state machine that can be saved between
+any two batches and restored exactly (§1 T1-T7).
+
+length filter → example shuffle → text filters → batcher → batch shuffle. Examples move through
+explicit queues, so the state between two batches is: the RNG states, and the keys of the
+examples waiting in the example shuffle, between the shuffle and the batcher, in the batcher,
+and in the batch shuffle. Keys, never audio: a restored example is read again from its row
+group (metadata, and audio when it is fed to DALI).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from dali_asr.batching import LengthBucketer, StaticBatcher
+from dali_asr.batching.shuffle import BlockShuffler
+from dali_asr.batching.sorted_window import SortedWindowBatcher
+from dali_asr.storage.examples import Example
+
+Key = tuple[int, int, int]
+Batcher = LengthBucketer[Example] | StaticBatcher[Example] | SortedWindowBatcher[Example]
+
+
+def key_of(ex: Example) -> list[int]:
+    return [ex.file_index, ex.row_group, ex.row]
+
+
+class Stages:
+    """Runs the stages over an example source; ``snapshot()`` between two yielded batches."""
+
+    def __init__(
+        self,
+        shuffler: BlockShuffler[Example],
+        batcher: Batcher,
+        batch_shuffler: BlockShuffler[list[Example]],
+        keep_length: Callable[[Example], bool],
+        accept: Callable[[Example], bool],
+    ) -> None:
+        self.shuffler = shuffler
+        self.batcher = batcher
+        self.batch_shuffler = batch_shuffler
+        self.keep_length = keep_length
+        self.accept = accept
+        self.pending_examples: deque[Example] = deque()
+        self.pending_batches: deque[list[Example]] = deque()
+        self.emitted = 0
+        self.flushed = False
+
+    def run(self, source: Iterator[Example], finite: bool) -> Iterator[list[Example]]:
+        """Yield batches; between two yields the state is consistent for ``snapshot()``."""
+        while True:
+            if self.pending_batches:
+                batch = self.pending_batches.popleft()
+                self.emitted += 1
+                yield batch
+                continue
+            if self.pending_examples:
+                self._batch(self.pending_examples.popleft())
+                continue
+            if self.flushed:
+                return
+            ex = next(source, None)
+            if ex is None:
+                if not finite:
+                    return
+                self._flush()
+                continue
+            if self.keep_length(ex):
+                self.pending_examples.extend(self.shuffler.push(ex))
+
+    def _batch(self, ex: Example) -> None:
+        if not self.accept(ex):
+            return
+        emitted = self.batcher.push(ex, ex.audio_size)
+        if isinstance(self.batcher, SortedWindowBatcher):
+            for batch in emitted:
+                self.pending_batches.extend(self.batch_shuffler.push(batch))
+        elif emitted is not None:
+            self.pending_batches.extend(self.batch_shuffler.push(emitted))
+
+    def _flush(self) -> None:
+        """End of a finite source: everything left becomes batches, in the reference's order."""
+        for ex in self.shuffler.flush():
+            self._batch(ex)
+        for batch in self.batcher.flush():
+            self.pending_batches.extend(self.batch_shuffler.push(batch))
+        self.pending_batches.extend(self.batch_shuffler.flush())
+        self.flushed = True
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-serialisable: RNG states and the keys of every waiting example."""
+        return {
+            "emitted": self.emitted,
+            "flushed": self.flushed,
+            "shuffler": self.shuffler.state_dict(),
+            "shuffled_waiting": [key_of(ex) for ex in self.shuffler.waiting()],
+            "pending_examples": [key_of(ex) for ex in self.pending_examples],
+            "batcher": self._batcher_state(),
+            "batch_shuffler": self.batch_shuffler.state_dict(),
+            "batches_waiting": [[key_of(ex) for ex in b] for b in self.batch_shuffler.waiting()],
+            "pending_batches": [[key_of(ex) for ex in b] for b in self.pending_batches],
+        }
+
+    def _batcher_state(self) -> dict[str, Any]:
+        b = self.batcher
+        if isinstance(b, LengthBucketer):
+            return {"waiting": [[i, *key_of(ex)] for i, ex in b.waiting()]}
+        if isinstance(b, SortedWindowBatcher):
+            return {
+                "waiting": [[int(c), *key_of(ex)] for _, c, ex in b.waiting()],
+                "rng": b.state_dict(),
+            }
+        return {"waiting": [key_of(ex) for ex in b.waiting()]}
+
+    def restore(self, state: dict[str, Any], lookup: Callable[[list[int]], Example]) -> None:
+        """Load ``snapshot()`` output; ``lookup`` turns a key back into its example."""
+        self.emitted = int(state["emitted"])
+        self.flushed = bool(state["flushed"])
+        self.shuffler.load_state_dict(state["shuffler"])
+        self.shuffler.restore_waiting([lookup(k) for k in state["shuffled_waiting"]])
+        self.pending_examples = deque(lookup(k) for k in state["pending_examples"])
+        self.batch_shuffler.load_state_dict(state["batch_shuffler"])
+        self.batch_shuffler.restore_waiting(
+            [[lookup(k) for k in b] for b in state["batches_waiting"]]
+        )
+        self.pending_batches = deque([lookup(k) for k in b] for b in state["pending_batches"])
+        waiting = state["batcher"]["waiting"]
+        b = self.batcher
+        if isinstance(b, LengthBucketer):
+            b.restore_waiting([(w[0], lookup(w[1:])) for w in waiting])
+        elif isinstance(b, SortedWindowBatcher):
+            b.load_state_dict(state["batcher"]["rng"])
+            entries = [lookup(w[1:]) for w in waiting]
+            b.restore_waiting(
+                [(ex.audio_size, bool(w[0]), ex) for w, ex in zip(waiting, entries, strict=True)]
+            )
+        else:
+            b.restore_waiting([lookup(k) for k in waiting])
+
+
+def snapshot_keys(state: dict[str, Any]) -> list[list[int]]:
+    """Every example key in a ``Stages.snapshot()``."""
+    keys = list(state["shuffled_waiting"]) + list(state["pending_examples"])
+    keys += [k for b in state["batches_waiting"] + state["pending_batches"] for k in b]
+    keys += [w[-3:] for w in state["batcher"]["waiting"]]
+    return keys
