@@ -141,6 +141,57 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def failures(rows: list[Row], passes: int) -> str:
+    """One line per loader that lost passes (a child that crashed or timed out)."""
+    lines = []
+    for row in rows:
+        if row.errors:
+            last = row.errors[-1].strip().splitlines()[-1][:160]
+            lines.append(
+                f"- {row.config} {row.label}: {len(row.passes)} of {passes} timed passes "
+                f"measured, {len(row.errors)} run(s) failed; last error: `{last}`"
+            )
+    return "\n".join(lines)
+
+
+def source_state(repo: Path) -> dict[str, Any]:
+    """Which dali_asr the children import (the parent's, as they inherit its sys.path and
+    PYTHONPATH), a hash of its sources, and the repository's commit: others may edit the
+    package while a run is in progress, and a changed hash at the end says so."""
+    import subprocess
+
+    import dali_asr
+
+    package = Path(dali_asr.__file__).resolve().parent
+    digest = hashlib.sha1()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    state: dict[str, Any] = {"path": str(package), "sources_sha1": digest.hexdigest()[:12]}
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    state["commit"] = git("rev-parse", "--short", "HEAD")
+    if package.parent == repo.resolve():
+        state["uncommitted_changes"] = bool(git("status", "--porcelain", "--", "dali_asr"))
+    return state
+
+
+def describe_source(before: dict[str, Any], after: dict[str, Any]) -> str:
+    where = (
+        f"repository at {before['commit']}"
+        + (" with uncommitted changes" if before.get("uncommitted_changes") else "")
+        if "uncommitted_changes" in before
+        else f"a copy at {before['path']} (repository at {before['commit']})"
+    )
+    changed = before["sources_sha1"] != after["sources_sha1"]
+    return f"dali_asr: {where}, sources {before['sources_sha1']}" + (
+        f" → **{after['sources_sha1']}: the package changed during the run**" if changed else ""
+    )
+
+
 def targets(rows: list[Row], threads: int) -> str:
     """Issue 5's targets for dali-asr at ``threads`` DALI threads, met or missed by how much."""
     lines = ["| target | config | measured | met |", "| --- | --- | --- | --- |"]

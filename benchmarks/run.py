@@ -293,6 +293,7 @@ def entry(title: str, command: str, info: dict[str, Any], body: str) -> str:
         f"passes of {info['epochs']} epoch(s) after {info['warmup']} warm-up round(s), each "
         f"pass of each loader in its own process; {info['elapsed_s'] / 60:.1f} min in all."
         + (f" Calibration ({calib})." if calib else "")
+        + (f"\n{bench_report.describe_source(**info['source'])}." if "source" in info else "")
         + f"\n\n```\n{command}\n```\n\n{body}\n"
     )
 
@@ -355,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "task_overrides": args.task,
         "calibration": {"before": bench_report.calibrate()} if args.calibrate else {},
+        "source": {"before": bench_report.source_state(REPO)},
     }
     rows, raw = run_benchmark(
         ds,
@@ -371,8 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.calibrate:
         info["calibration"]["after"] = bench_report.calibrate()
+    info["source"]["after"] = bench_report.source_state(REPO)
     info["elapsed_s"] = time.perf_counter() - t0
     body = bench_report.table(rows)
+    lost = bench_report.failures(rows, args.passes)
+    if lost:
+        body += "\n\n" + lost
     goals = bench_report.targets(rows, max(args.threads))
     if goals.count("\n") > 1:
         body += f"\n\nIssue 5's targets (dali-asr at {max(args.threads)} threads):\n\n{goals}"

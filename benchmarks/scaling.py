@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "task_overrides": LONG_FORM,
         "dataset_build_s": built_s,
         "calibration": {"before": bench_report.calibrate()},
+        "source": {"before": bench_report.source_state(run.REPO)},
     }
     rows, raw = run.run_benchmark(
         ds,
@@ -109,9 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
     )
     info["calibration"]["after"] = bench_report.calibrate()
+    info["source"]["after"] = bench_report.source_state(run.REPO)
     info["elapsed_s"] = time.perf_counter() - t0
+    lost = bench_report.failures(rows, args.passes)
     body = (
         bench_report.table(rows)
+        + (f"\n\n{lost}" if lost else "")
         + "\n\nThroughput against DALI threads (medians):\n\n"
         + thread_table(rows)
     )

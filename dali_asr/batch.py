@@ -30,6 +30,10 @@ class Seq2SeqBatch:
     text: list[str] = field(default_factory=list)
     audio_size: list[int] = field(default_factory=list)
     """Samples at 16 kHz per example, as stored in the dataset."""
+    plan_index: int = -1
+    """Index of this batch in its epoch's plan (the same on every restart)."""
+    plan_state: dict | None = field(default=None, repr=False, compare=False)
+    """The plan's state after this batch, on every ``state_every``-th batch (for resume)."""
 
     @property
     def batch_size(self) -> int:

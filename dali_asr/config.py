@@ -165,6 +165,9 @@ class DaliAsrSettings:
     """Batches DALI decodes ahead of the one being collated."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
+    state_every: int = 16
+    """Batches between two saved plan states: a restore replays at most this many batches
+    from metadata."""
     sort_window: int = 1000
     """LENGTH_SORTED: examples sorted together; memory is this many examples."""
     reference_train_stream: bool = False
@@ -220,6 +223,7 @@ class LoaderConfig:
         _require(d.prefetch_queue_depth >= 1, "dali_asr.prefetch_queue_depth", ">= 1")
         _require(d.pad_to_multiple >= 1, "dali_asr.pad_to_multiple", ">= 1")
         _require(d.sort_window >= 1, "dali_asr.sort_window", ">= 1")
+        _require(d.state_every >= 1, "dali_asr.state_every", ">= 1")
 
     @property
     def output_dtype(self) -> str:

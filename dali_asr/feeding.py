@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -42,7 +43,7 @@ from dali_asr.batch import Seq2SeqBatch
 from dali_asr.collate import BatchMaker
 from dali_asr.graph import FeatureSpec, build_pipeline
 from dali_asr.report import SkipReport
-from dali_asr.storage.examples import Example
+from dali_asr.storage.examples import Example, fill_audio
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,51 @@ def _stop_at_exit() -> None:
 
         atexit.register(_stop_all)
         _AT_EXIT.append(True)
+
+
+@dataclass
+class Planned:
+    """One planned batch on its way: its index in the epoch's plan, and every ``state_every``
+    batches the plan's state after it (for ``AsrLoader.state_dict``)."""
+
+    index: int
+    examples: list[Example]
+    state: dict | None = None
+
+
+@dataclass
+class Resume:
+    """Where a restored plan continues: a saved plan state (None = the epoch's start) taken
+    after ``at`` batches, then ``skip`` more batches replayed from metadata."""
+
+    at: int
+    state: dict | None
+    skip: int
+
+
+def planned_batches(
+    planner, files, resume: Resume | None, every: int, carry: dict | None, final: list
+) -> Iterator[Planned]:
+    """The planner's batches with their indices and periodic states; a resumed plan replays
+    its last ``skip`` batches without reading audio, and the audio of examples restored from
+    the state is read when their batch comes. ``carry`` continues the RNGs of the previous
+    epoch (as the reference's reset keeps them); ``final`` receives this epoch's at its end."""
+    refs = {(r.file_index, r.row_group): r for r in files.row_groups()}
+    state = resume.state if resume else None
+    plan = planner.batches(with_audio=True, state=state, carry=carry)
+    index = resume.at if resume else 0
+    with contextlib.closing(plan):
+        if resume is not None and resume.skip:
+            planner.reader.audio_enabled = False
+            for _ in itertools.islice(plan, resume.skip):
+                index += 1
+            planner.reader.audio_enabled = True
+        for batch in plan:
+            fill_audio(batch, files, refs)
+            state = planner.snapshot() if every and (index + 1) % every == 0 else None
+            yield Planned(index, batch, state)
+            index += 1
+        final.append(planner.carry())
 
 
 class Failure:
@@ -104,8 +150,10 @@ class Feeder:
         self._planned: queue.Queue = queue.Queue(maxsize=settings.prefetch_queue_depth + 1)
         self._ready: queue.Queue = queue.Queue(maxsize=max(1, num_prefetch))
         self._stop = threading.Event()
-        self._in_dali: deque[list[Example]] = deque()
-        self._replay: deque[list[Example]] = deque()
+        self._in_dali: deque[Planned] = deque()
+        self._replay: deque[Planned] = deque()
+        self.batches_dropped = 0
+        """Planned batches every example of which was bad (not delivered)."""
         self._source_end: object = END
         _stop_at_exit()
         _LIVE.add(self)
@@ -149,7 +197,7 @@ class Feeder:
 
     def _plan(self) -> None:
         try:
-            plan = self.plan()
+            plan = self.plan()  # yields Planned
             # closing() ends the plan (and its read-ahead pool) when this thread stops early.
             with contextlib.closing(plan):
                 for batch in plan:
@@ -176,13 +224,14 @@ class Feeder:
                 self._source_end = item
                 raise StopIteration
             try:
-                batch = self._sniffed(item)
+                item.examples = self._sniffed(item.examples)
             except BadAudioError as e:
                 self._source_end = Failure(e)
                 raise StopIteration from None
-            if batch:
-                self._in_dali.append(batch)
-                return [ex.audio for ex in batch]
+            if item.examples:
+                self._in_dali.append(item)
+                return [ex.audio for ex in item.examples]
+            self.batches_dropped += 1
 
     def _sniffed(self, batch: list[Example]) -> list[Example]:
         kept = []
@@ -223,8 +272,13 @@ class Feeder:
                     del pipe  # invalid after a failure
                     pipe = self._recover(e)
                     continue
-                batch = self._collate(self._in_dali.popleft(), outputs)
-                if batch is not None and not self._put(self._ready, batch):
+                planned = self._in_dali.popleft()
+                batch = self._collate(planned.examples, outputs)
+                if batch is None:
+                    self.batches_dropped += 1
+                    continue
+                batch.plan_index, batch.plan_state = planned.index, planned.state
+                if not self._put(self._ready, batch):
                     return
             end = self._source_end
             self._put(self._ready, end if isinstance(end, Failure) else END)
@@ -236,21 +290,24 @@ class Feeder:
         the pipeline and replay what is left, in order."""
         in_flight = list(self._in_dali)
         self._in_dali.clear()
-        examples = [ex for batch in in_flight for ex in batch]
+        examples = [ex for planned in in_flight for ex in planned.examples]
         verdicts = iter(probe([ex.audio for ex in examples]))
         bad = 0
         replay = []
-        for batch in in_flight:
+        for planned in in_flight:
             kept = []
-            for ex in batch:
+            for ex in planned.examples:
                 reason = next(verdicts)
                 if reason is None:
                     kept.append(ex)
                 else:
                     bad += 1
                     self._skip(ex, reason, f": {str(error).splitlines()[0][:200]}")
+            planned.examples = kept
             if kept:
-                replay.append(kept)
+                replay.append(planned)
+            else:
+                self.batches_dropped += 1
         if bad == 0:
             raise error  # not a file's fault: nothing to skip, nothing to retry
         log.warning("DALI failed on %d file(s) of %d batch(es) in flight; rebuilt the pipeline "

@@ -15,6 +15,7 @@ import tempfile
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -29,7 +30,7 @@ from dali_asr.config import (
     SyncMode,
     load_config,
 )
-from dali_asr.feeding import END, Failure, Feeder, PipelineSettings
+from dali_asr.feeding import END, Failure, Feeder, PipelineSettings, Resume, planned_batches
 from dali_asr.graph import FeatureSpec
 from dali_asr.planning import (
     ChainedPlanner,
@@ -39,6 +40,7 @@ from dali_asr.planning import (
     max_batch_size,
 )
 from dali_asr.report import ExampleKey, SkipReport
+from dali_asr.resume import FORMAT_VERSION, check_compatible, dataset_fingerprint, plan_config
 from dali_asr.storage.discovery import (
     DatasetError,
     discover_split,
@@ -142,9 +144,12 @@ class AsrLoader:
         self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
         self._len: int | None = None
         self._epoch: _Epoch | None = None
+        self._resume: Resume | None = None
+        self._carry: dict | None = None
+        self.epoch = 0
+        """Epochs started (the current one's number, from 1)."""
         self._temp_cache: weakref.finalize | None = None
         self._temp_cache_path = ""
-        self.epochs_started = 0
 
     def _open_manifest(self, directory: Path) -> None:
         """The reference's manifest storage (``<split>.tsv`` + ``<split>.wrd``): one pass,
@@ -263,11 +268,16 @@ class AsrLoader:
 
     def __iter__(self) -> Iterator[Seq2SeqBatch]:
         if self._epoch is not None:
+            if self._epoch.finished and self._epoch.final:
+                self._carry = self._epoch.final[0]
             self._epoch.close()
         planner = self.planner(self.report)
         settings = self.config.dali_asr
+        resume, self._resume = self._resume, None
+        carry = None if resume is not None else self._carry
+        files, every, final = self.files, settings.state_every, []
         feeder = Feeder(
-            plan=lambda: planner.batches(with_audio=True),
+            plan=lambda: planned_batches(planner, files, resume, every, carry, final),
             maker=self.batch_maker(),
             settings=PipelineSettings(
                 spec=self.spec,
@@ -282,9 +292,46 @@ class AsrLoader:
             report=self.report,
             num_prefetch=self.task.num_prefetch,
         )
-        self._epoch = _Epoch(feeder)
-        self.epochs_started += 1
+        if resume is None:
+            self.epoch += 1
+        self._epoch = _Epoch(feeder, resume, final)
         return self._epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The loader's position: JSON-serialisable, small, no audio. Loading it (here or in a
+        new process) continues with exactly the batches that would have come next."""
+        point = self._epoch.resume_point() if self._epoch is not None else self._resume
+        finished = self._epoch is not None and self._epoch.finished and self._resume is None
+        return {
+            "format_version": FORMAT_VERSION,
+            "epoch": self.epoch,
+            "epoch_finished": finished,
+            "consumed": point.at + point.skip if point else 0,
+            "state_at": point.at if point else 0,
+            "plan_state": point.state if point else None,
+            "dataset": dataset_fingerprint(self.files.files, self.files.row_groups()),
+            "config": plan_config(self.config, self.split, self.rank, self.world_size),
+            "carry": self._epoch.final[0] if finished and self._epoch.final else self._carry,
+            "skipped": dict(self.report.counts),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()`` output: the next ``iter()`` resumes the saved epoch
+        (or starts the one after it, when the saved epoch had ended)."""
+        check_compatible(
+            state,
+            dataset_fingerprint(self.files.files, self.files.row_groups()),
+            plan_config(self.config, self.split, self.rank, self.world_size),
+        )
+        self.close()
+        self._epoch = None
+        self._carry = state.get("carry")
+        if state["epoch_finished"]:
+            self.epoch, self._resume = int(state["epoch"]), None
+        else:
+            self.epoch = int(state["epoch"])
+            at = int(state["state_at"])
+            self._resume = Resume(at, state["plan_state"], int(state["consumed"]) - at)
 
     def batch_maker(self) -> BatchMaker:
         return BatchMaker(
@@ -318,11 +365,21 @@ class AsrLoader:
 
 class _Epoch(Iterator[Seq2SeqBatch]):
     """One pass, as the training loop sees it. Its threads live in a ``Feeder`` that holds no
-    reference back, so dropping the iterator (or the loader) mid-epoch stops them."""
+    reference back, so dropping the iterator (or the loader) mid-epoch stops them. It keeps
+    where the training loop is in the plan, for ``AsrLoader.state_dict``."""
 
-    def __init__(self, feeder: Feeder) -> None:
+    def __init__(self, feeder: Feeder, resume: Resume | None, final: list) -> None:
         self._feeder = feeder
+        self.final = final  # the plan's RNG states at its end, filled by the planning thread
         self._finalizer = weakref.finalize(self, feeder.stop)
+        self.finished = False
+        # the last plan state seen, and how many batches the loop has received
+        start = resume if resume is not None else Resume(0, None, 0)
+        self._state_at, self._state = start.at, start.state
+        self._consumed = start.at + start.skip
+
+    def resume_point(self) -> Resume:
+        return Resume(self._state_at, self._state, self._consumed - self._state_at)
 
     def __next__(self) -> Seq2SeqBatch:
         try:
@@ -332,12 +389,17 @@ class _Epoch(Iterator[Seq2SeqBatch]):
             self.close()
             raise
         if item is END:
+            self.finished = True
             self.close()
             raise StopIteration
         if isinstance(item, Failure):
             self.close()
             raise item.error
-        return item  # type: ignore[return-value]
+        batch: Seq2SeqBatch = item  # type: ignore[assignment]
+        self._consumed = batch.plan_index + 1
+        if batch.plan_state is not None:
+            self._state_at, self._state = self._consumed, batch.plan_state
+        return batch
 
     def close(self) -> None:
         self._finalizer()

@@ -129,7 +129,10 @@ class _Planner:
         return max(0, loading.nb_prefetch) + max(0, loading.num_parallel_fragments - 1)
 
     def batches(
-        self, with_audio: bool = False, state: dict[str, Any] | None = None
+        self,
+        with_audio: bool = False,
+        state: dict[str, Any] | None = None,
+        carry: dict[str, Any] | None = None,
     ) -> Iterator[list[Example]]:
         """Yield the planned batches in order; ``max_num_batches`` stops the plan early.
         ``state`` (a ``snapshot()``) continues a plan where it was saved. Between two yielded
@@ -145,6 +148,8 @@ class _Planner:
             threads = min(self.storage.max_workers, max(1, loading.num_parallel_fragments))
             self.pool = ThreadPoolExecutor(threads, thread_name_prefix="dali-asr-read")
         self.stages = self._make_stages()
+        if carry is not None:
+            self.stages.load_rngs(carry)
         if state is not None:
             self.restore_source(state["source"])
             self.stages.restore(state["stages"], self._lookup)
@@ -162,6 +167,11 @@ class _Planner:
                 # wait: at most the reads in flight, and no thread outlives the plan
                 self.pool.shutdown(wait=True, cancel_futures=True)
                 self.pool = None
+
+    def carry(self) -> dict[str, Any]:
+        """The RNG states at the end of a plan, for the next epoch's (see ``batches``)."""
+        assert self.stages is not None
+        return self.stages.rngs()
 
     def snapshot(self) -> dict[str, Any]:
         """The plan's state after the batches yielded so far: positions, RNG states, keys."""
@@ -260,13 +270,32 @@ class ChainedPlanner:
 
     def __init__(self, planners: list[SinglePassPlanner]) -> None:
         self.planners = planners
+        self._part = 0
+        self.reader = planners[0].reader
 
     def key(self, ex: Example) -> ExampleKey:
         return self.planners[0].key(ex)
 
-    def batches(self, with_audio: bool = False) -> Iterator[list[Example]]:
-        for planner in self.planners:
-            yield from planner.batches(with_audio)
+    def batches(
+        self,
+        with_audio: bool = False,
+        state: dict[str, Any] | None = None,
+        carry: dict[str, Any] | None = None,
+    ) -> Iterator[list[Example]]:
+        """Each split in turn; ``carry`` is ignored (every split starts its RNGs afresh)."""
+        start = state["part"] if state else 0
+        self.reader = self.planners[start].reader
+        for i in range(start, len(self.planners)):
+            self._part = i
+            self.reader = self.planners[i].reader
+            inner = state["inner"] if state and i == start else None
+            yield from self.planners[i].batches(with_audio, inner)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"part": self._part, "inner": self.planners[self._part].snapshot()}
+
+    def carry(self) -> dict[str, Any]:
+        return {}
 
 
 class TrainStreamPlanner(_Planner):

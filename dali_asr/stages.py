@@ -91,6 +91,22 @@ class Stages:
 
     # -- state ---------------------------------------------------------------------------------
 
+    def rngs(self) -> dict[str, Any]:
+        out = {
+            "shuffler": self.shuffler.state_dict(),
+            "batch_shuffler": self.batch_shuffler.state_dict(),
+        }
+        if isinstance(self.batcher, SortedWindowBatcher):
+            out["batcher"] = self.batcher.state_dict()
+        return out
+
+    def load_rngs(self, rngs: dict[str, Any]) -> None:
+        """Continue the RNGs of a previous epoch (empty queues, nothing waiting)."""
+        self.shuffler.load_state_dict(rngs["shuffler"])
+        self.batch_shuffler.load_state_dict(rngs["batch_shuffler"])
+        if "batcher" in rngs and isinstance(self.batcher, SortedWindowBatcher):
+            self.batcher.load_state_dict(rngs["batcher"])
+
     def snapshot(self) -> dict[str, Any]:
         """JSON-serialisable: RNG states and the keys of every waiting example."""
         return {

@@ -210,14 +210,17 @@ class Telemetry:
             rows = {}
             for name in sorted(set(counts) | set(targets)):
                 share = counts[name] / n if n else 0.0
-                target = targets.get(name) if targets else None
+                # With targets, a name outside them was not meant to be drawn at all: target 0.
+                target = targets.get(name, 0.0) if targets else None
                 rows[name] = {
                     "examples": share,
                     "audio": audio[name] / total_audio if total_audio else 0.0,
                     "target": target,
                     "deviation": None if target is None else share - target,
                 }
-                if targets and (worst is None or abs(share - target) > abs(worst["deviation"])):
+                if target is not None and (
+                    worst is None or abs(share - target) > abs(worst["deviation"])
+                ):
                     worst = {"kind": kind, "name": name, **rows[name]}
             out[kind] = rows
         out["largest_deviation"] = worst

@@ -154,7 +154,7 @@ class StandInEncoder(nn.Module):
             self.convs = [(3, 2)]
             channels = [80, d_model]
         layers: list[nn.Module] = []
-        for (k, s), c_in, c_out in zip(self.convs, channels, channels[1:], strict=True):
+        for (k, s), c_in, c_out in zip(self.convs, channels[:-1], channels[1:], strict=True):
             layers += [nn.Conv1d(c_in, c_out, k, s), nn.GELU()]
         self.frontend = nn.Sequential(*layers)
         self.blocks = nn.ModuleList(
@@ -299,10 +299,7 @@ class TuneResult:
             lines.append(f"margin            {self.margin:.0%}")
         if self.buckets:
             size, length = self.buckets[-1]
-            lines.append(
-                f"buckets           {len(self.buckets)} (longest {size} x {length}, widest "
-                f"{self.buckets[0][0]} x {self.buckets[0][1]})"
-            )
+            lines.append(f"buckets           {len(self.buckets)} (longest {size} x {length})")
         lines.append(self.explanation)
         return "\n".join(lines)
 
@@ -364,10 +361,15 @@ def tune_max_num_elements(
                 source, mask = trial_input(num_seqs, length, feature, dtype, cuda)
                 forward_backward(model, source, mask, dtype)
                 torch.cuda.synchronize(cuda)
-            except Exception as e:
-                if not _is_oom(e):
+            except RuntimeError as e:
+                # Past the memory limit kernels may also fail for size (cuDNN's workspace or
+                # index limits): beyond the first trial any runtime error means "does not fit".
+                if not _is_oom(e) and k == 1:
                     raise
-                trial.fits, trial.error = False, f"out of memory at {num_seqs} x {length}"
+                what = "out of memory" if _is_oom(e) else f"{type(e).__name__}: {e}"[:120]
+                if not _is_oom(e):
+                    log.warning("N %d, %d x %d: %s", n, num_seqs, length, what)
+                trial.fits, trial.error = False, f"{what} at {num_seqs} x {length}"
             # Outside the except block, so the traceback's frames no longer hold tensors.
             source = mask = None
             trial.peaks.append(torch.cuda.max_memory_allocated(cuda))
@@ -396,3 +398,19 @@ def tune_max_num_elements(
         f"to a multiple of max_audio_len {max_audio_len} ({len(trials)} trials)"
     )
     return TuneResult(value, True, why, name, max_audio_len, margin, largest, trials, table(value))
+
+
+def model_from_path(spec: str) -> nn.Module:
+    """Call the zero-argument factory named ``module:callable`` (``callable`` may be dotted)."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"--model wants module:callable, got {spec!r}")
+    target: object = importlib.import_module(module_name)
+    for part in attr.split("."):
+        target = getattr(target, part)
+    model = target() if callable(target) else target
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{spec} returned {type(model).__name__}, not a torch.nn.Module")
+    return model

@@ -25,7 +25,7 @@ def test_run_py_children_report_positive_figures(tmp_path: Path, espeak_root: Pa
     cmd = [
         sys.executable, str(BENCH / "run.py"), "--data", str(espeak_root), "--split", "dev",
         "--configs", "length/waveform/single", "--subjects", "dali-asr", "ceiling",
-        "--passes", "1", "--warmup", "0", "--max-batches", "5", "--no-calibrate",
+        "--passes", "1", "--warmup", "0", "--epochs", "1", "--max-batches", "5", "--no-calibrate",
         "--timeout", "120", "--json", str(out), "--markdown-out", str(results_md),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)

@@ -1,0 +1,97 @@
+"""Resume state: what ``AsrLoader.state_dict()`` holds and how it is checked on load.
+
+The state is small and holds no audio: the epoch, how many batches of the epoch's plan the
+training loop has received, and the plan's saved state (positions, RNG states, the keys of the
+examples waiting in shuffles and buckets) at the last batch that carried one (every
+``dali_asr.state_every`` batches); restoring loads that and replays the few batches after it
+from metadata, without reading audio. A fingerprint of the dataset (files, row groups) and of
+every setting that shapes the plan makes loading it elsewhere an error that says what changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+from dali_asr.config import ConfigError, LoaderConfig
+
+FORMAT_VERSION = 1
+
+# dali_asr settings that change the plan (the rest only change how batches are computed).
+_PLAN_SETTINGS = ("sort_window", "reference_train_stream")
+
+
+def plan_config(config: LoaderConfig, split: str, rank: int, world_size: int) -> dict[str, Any]:
+    """Every setting that shapes the plan, flattened to dotted keys (for diffs)."""
+    flat: dict[str, Any] = {"split": split, "rank": rank, "world_size": world_size}
+    _flatten("asr_task_config", dataclasses.asdict(config.asr_task_config), flat)
+    storage = dataclasses.asdict(config.mixture_parquet_storage_config)
+    storage.pop("fragment_loading", None)  # read-ahead and caching: same plan either way
+    _flatten("mixture_parquet_storage_config", storage, flat)
+    for key in _PLAN_SETTINGS:
+        flat[f"dali_asr.{key}"] = getattr(config.dali_asr, key)
+    for key in ("asr_task_config.num_prefetch", "asr_task_config.npc"):
+        flat.pop(key, None)
+    return {k: _plain(v) for k, v in flat.items()}
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}", v, out)
+    else:
+        out[prefix] = value
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "value"):  # enums
+        return value.value
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def dataset_fingerprint(files, row_groups) -> dict[str, Any]:
+    """Files (relative paths) and row-group sizes: what the plan's keys refer to."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.rel.encode() + b"\0")
+    for r in row_groups:
+        digest.update(f"{r.file_index}:{r.row_group}:{r.num_rows};".encode())
+    return {"files": len(files), "row_groups": len(row_groups), "sha256": digest.hexdigest()}
+
+
+def check_compatible(saved: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any]):
+    """Raise ConfigError naming what changed between a saved state and this loader."""
+    if saved.get("format_version") != FORMAT_VERSION:
+        raise ConfigError(
+            f"resume state has format version {saved.get('format_version')!r}; this dali-asr "
+            f"reads version {FORMAT_VERSION}"
+        )
+    old = saved["dataset"]
+    if old != dataset:
+        raise ConfigError(
+            "resume state was saved on another dataset: "
+            f"{old['files']} files / {old['row_groups']} row groups then, "
+            f"{dataset['files']} / {dataset['row_groups']} now"
+            + ("" if old["files"] != dataset["files"] else " (same counts, other contents)")
+        )
+    changed = sorted(k for k in set(saved["config"]) | set(config)
+                     if saved["config"].get(k) != config.get(k))  # fmt: skip
+    elastic = {"rank", "world_size"}
+    if set(changed) - elastic:
+        detail = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ConfigError(f"resume state was saved with other settings: {detail}")
+    if changed:
+        raise ConfigError(
+            "resume state was saved with rank/world size "
+            f"{saved['config'].get('rank')}/{saved['config'].get('world_size')}, this loader "
+            f"is {config.get('rank')}/{config.get('world_size')}: elastic resume is not "
+            "supported yet"
+        )
+
+
+def to_json(state: dict[str, Any]) -> str:
+    return json.dumps(state, separators=(",", ":"))
