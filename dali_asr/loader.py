@@ -294,7 +294,7 @@ class AsrLoader:
         )
         if resume is None:
             self.epoch += 1
-        self._epoch = _Epoch(feeder, resume, final)
+        self._epoch = _Epoch(feeder, resume, final, self)
         return self._epoch
 
     def state_dict(self) -> dict[str, Any]:
@@ -356,9 +356,6 @@ class AsrLoader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        self.close()
-
     def planner_key_of(self, ex: Example) -> ExampleKey:
         return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
 
@@ -368,8 +365,12 @@ class _Epoch(Iterator[Seq2SeqBatch]):
     reference back, so dropping the iterator (or the loader) mid-epoch stops them. It keeps
     where the training loop is in the plan, for ``AsrLoader.state_dict``."""
 
-    def __init__(self, feeder: Feeder, resume: Resume | None, final: list) -> None:
+    def __init__(
+        self, feeder: Feeder, resume: Resume | None, final: list, owner: AsrLoader
+    ) -> None:
         self._feeder = feeder
+        # ``for b in AsrLoader(...)`` keeps only the iterator: it must keep its loader alive
+        self._owner = owner
         self.final = final  # the plan's RNG states at its end, filled by the planning thread
         self._finalizer = weakref.finalize(self, feeder.stop)
         self.finished = False
