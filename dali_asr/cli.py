@@ -62,6 +62,12 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     plan = sub.add_parser("plan", help="print the batch plan as JSON lines (no audio decoded)")
     _common(plan)
     plan.add_argument("--max-batches", type=int, help="stop after N batches")
+    plan.add_argument(
+        "--rank", type=int, help="this rank's plan (default: 0, or torch.distributed)"
+    )
+    plan.add_argument("--world-size", type=int, help="number of ranks")
+    plan.add_argument("--save-state", type=Path, help="write the state after the printed batches")
+    plan.add_argument("--load-state", type=Path, help="continue from a saved state")
     run = sub.add_parser("run", help="iterate the real loader and print a summary")
     _common(run)
     _run_options(run)
@@ -120,10 +126,15 @@ def _config(path: Path | None) -> LoaderConfig:
     return load_config(path)
 
 
-def _loader(args: argparse.Namespace, config: LoaderConfig):
+def _loader(
+    args: argparse.Namespace,
+    config: LoaderConfig,
+    rank: int | None = None,
+    world_size: int | None = None,
+):
     from dali_asr.loader import AsrLoader
 
-    loader = AsrLoader(args.data, args.split, config, args.tokenizer)
+    loader = AsrLoader(args.data, args.split, config, args.tokenizer, rank, world_size)
     loader.report.on_skip = _print_skip
     return loader
 
@@ -135,14 +146,15 @@ def _print_skip(key, reason: str) -> None:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from dali_asr.planning import SinglePassPlanner
-
-    loader = _loader(args, _config(args.config))
-    planner: SinglePassPlanner = loader.planner(loader.report)
+    loader = _loader(args, _config(args.config), args.rank, args.world_size)
+    if args.load_state is not None:
+        loader.load_state_dict(json.loads(args.load_state.read_text(encoding="utf-8")))
     files = loader.files.files
     out = sys.stdout
-    for i, batch in enumerate(planner.batches()):
-        if args.max_batches is not None and i >= args.max_batches:
+    first = loader.next_plan_index
+    plan = loader.plan()
+    for i, batch in enumerate(plan, start=first):
+        if args.max_batches is not None and i - first >= args.max_batches:
             break
         examples = []
         for ex in batch:
@@ -160,7 +172,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 }
             )
         out.write(json.dumps({"batch": i, "examples": examples}, ensure_ascii=False) + "\n")
+        if args.max_batches is not None and i - first + 1 == args.max_batches:
+            break  # the state must be taken right after the last printed batch
     out.flush()
+    if args.save_state is not None:
+        args.save_state.write_text(json.dumps(loader.plan_state()), encoding="utf-8")
+    plan.close()
     print(loader.report.summary(), file=sys.stderr)
     return 0
 

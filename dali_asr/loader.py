@@ -8,6 +8,7 @@ a feeding thread hands the planned batches to DALI, whose own threads decode ahe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -302,18 +303,54 @@ class AsrLoader:
         new process) continues with exactly the batches that would have come next."""
         point = self._epoch.resume_point() if self._epoch is not None else self._resume
         finished = self._epoch is not None and self._epoch.finished and self._resume is None
+        carry = self._epoch.final[0] if finished and self._epoch.final else self._carry
+        return self._state(point, finished, carry)
+
+    def _state(self, point: Resume | None, finished: bool, carry: dict | None) -> dict[str, Any]:
         return {
             "format_version": FORMAT_VERSION,
-            "epoch": self.epoch,
+            "epoch": max(self.epoch, 1),
             "epoch_finished": finished,
             "consumed": point.at + point.skip if point else 0,
             "state_at": point.at if point else 0,
             "plan_state": point.state if point else None,
             "dataset": dataset_fingerprint(self.files.files, self.files.row_groups()),
             "config": plan_config(self.config, self.split, self.rank, self.world_size),
-            "carry": self._epoch.final[0] if finished and self._epoch.final else self._carry,
+            "carry": carry,
             "skipped": dict(self.report.counts),
         }
+
+    @property
+    def next_plan_index(self) -> int:
+        """Index in the epoch's plan of the next batch ``iter()`` or ``plan()`` will give."""
+        if self._resume is not None:
+            return self._resume.at + self._resume.skip
+        return (
+            self._epoch.resume_point().at + self._epoch.resume_point().skip
+            if (self._epoch is not None and not self._epoch.finished)
+            else 0
+        )
+
+    def plan(self) -> Iterator[list[Example]]:
+        """The plan of the current (or loaded) position, from metadata alone: what ``iter()``
+        would deliver, without reading audio. ``plan_state()`` between two batches gives the
+        state after the last one."""
+        resume, self._resume = self._resume, None
+        planner = self.planner(self.report)
+        self._planning = (planner, resume.at + resume.skip if resume else 0)
+        state = resume.state if resume else None
+        plan = planner.batches(False, state=state, carry=None if resume else self._carry)
+        with contextlib.closing(plan):
+            for i, batch in enumerate(plan):
+                if resume is not None and i < resume.skip:
+                    continue
+                self._planning = (planner, self._planning[1] + 1)
+                yield batch
+
+    def plan_state(self) -> dict[str, Any]:
+        """The state after the batches ``plan()`` has yielded (as ``state_dict()`` gives)."""
+        planner, consumed = self._planning
+        return self._state(Resume(consumed, planner.snapshot(), 0), False, self._carry)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict()`` output: the next ``iter()`` resumes the saved epoch

@@ -128,3 +128,51 @@ def test_torch_save_beside_a_checkpoint(small_dataset: Path, espeak_tokenizer, t
     resumed = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer)
     resumed.load_state_dict(torch.load(tmp_path / "ckpt.pt")["loader"])
     assert [b.keys for b in resumed] == rest
+
+
+def test_cli_plan_save_and_load_state(espeak_root: Path, espeak_tokenizer, tmp_path) -> None:
+    from dali_asr.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "asr_task_config": {
+                    **TASK,
+                    "example_shuffle_window": 300,
+                    "batch_shuffle_window": 10,
+                },
+                "mixture_parquet_storage_config": {
+                    "dataset_summary_path": str(espeak_root / "language_distribution_0.tsv"),
+                    "beta_corpus": 0.5,
+                    "beta_language": 0.5,
+                },
+            }
+        )
+    )
+    args = [
+        "--data",
+        str(espeak_root),
+        "--config",
+        str(config),
+        "--tokenizer",
+        str(espeak_tokenizer),
+    ]
+
+    def plan(*extra: str) -> list[str]:
+        out = tmp_path / "out.jsonl"
+        import contextlib
+        import io
+
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(["plan", *args, *extra]) == 0
+        out.write_text(buf.getvalue())
+        return buf.getvalue().splitlines()
+
+    whole = plan("--max-batches", "40")
+    state = tmp_path / "state.json"
+    first = plan("--max-batches", "15", "--save-state", str(state))
+    rest = plan("--max-batches", "25", "--load-state", str(state))
+    assert first + rest == whole
+    assert json.loads(rest[0])["batch"] == 15
