@@ -97,9 +97,17 @@ def find(rows: list[Row], config: str, subject: str, threads: int | None) -> Row
 
 
 def ratio(a: Row | None, b: Row | None) -> float | None:
-    x = a.median("audio_per_s") if a else None
-    y = b.median("audio_per_s") if b else None
-    return x / y if x and y else None
+    """a's audio-s/s over b's: the median of the per-round ratios when both ran in the same
+    rounds (processes run back to back share the machine's state at that moment, which on a
+    shared machine moves more than the loaders differ), else the ratio of the medians."""
+    if a is None or b is None or not a.passes or not b.passes:
+        return None
+    rounds_a = {p.get("round"): pass_metrics(p)["audio_per_s"] for p in a.passes}
+    rounds_b = {p.get("round"): pass_metrics(p)["audio_per_s"] for p in b.passes}
+    paired = [rounds_a[k] / rounds_b[k] for k in rounds_a if k is not None and k in rounds_b]
+    if len(paired) == len(a.passes) == len(b.passes):
+        return statistics.median(paired)
+    return a.median("audio_per_s") / b.median("audio_per_s")  # type: ignore[operator]
 
 
 def _fmt3(s: tuple[float, float, float] | None, digits: int) -> str:

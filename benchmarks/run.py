@@ -217,7 +217,7 @@ def run_benchmark(
             row.errors.append(result["error"])
             tqdm.write(f"{config.name} {subject.name}: {result['error']}", file=sys.stderr)
         elif k >= warmup:
-            row.passes.append(result)
+            row.passes.append({**result, "round": k - warmup})
     bar.close()
     return list(rows.values()), raw
 

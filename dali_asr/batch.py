@@ -32,8 +32,8 @@ class Seq2SeqBatch:
     """Samples at 16 kHz per example, as stored in the dataset."""
     plan_index: int = -1
     """Index of this batch in its epoch's plan (the same on every restart)."""
-    plan_state: dict | None = field(default=None, repr=False, compare=False)
-    """The plan's state after this batch, on every ``state_every``-th batch (for resume)."""
+    plan_state: tuple[int, dict | None] | None = field(default=None, repr=False, compare=False)
+    """(index, state): the latest saved plan state at or before this batch (for resume)."""
 
     @property
     def batch_size(self) -> int:

@@ -29,6 +29,7 @@ from dali_asr.stats import (
     length_histogram,
     load_splits,
     project,
+    project_ranks,
 )
 from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
 
@@ -223,7 +224,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     out = sys.stdout
     for data in datasets:
         whole = project(data, config)
-        ranks = [project(data, config, r, args.world_size) for r in range(args.world_size)]
+        ranks = project_ranks(data, config, args.world_size)
         print(render_split(data, config, whole, ranks, args.full), file=out)
         if args.plot is not None:
             from dali_asr.stats_plots import write_plots

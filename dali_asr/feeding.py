@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from dali_asr import sharding
 from dali_asr.audio_check import (
     BadAudioError,
     check_decoded,
@@ -70,11 +71,12 @@ def _stop_at_exit() -> None:
 
 @dataclass
 class Planned:
-    """One planned batch on its way: its index in the epoch's plan, and every ``state_every``
-    batches the plan's state after it (for ``AsrLoader.state_dict``)."""
+    """One planned batch on its way: its global index in the epoch's plan, and the latest
+    saved plan state at or before it (``state_at`` batches into the plan)."""
 
     index: int
     examples: list[Example]
+    state_at: int = 0
     state: dict | None = None
 
 
@@ -88,28 +90,58 @@ class Resume:
     skip: int
 
 
+@dataclass
+class Deal:
+    """This rank's share of a single pass: global batches i ≡ rank (mod world_size) of a plan
+    of ``total`` batches, the last few split (see ``sharding``)."""
+
+    rank: int
+    world_size: int
+    total: int
+
+
 def planned_batches(
-    planner, files, resume: Resume | None, every: int, carry: dict | None, final: list
+    planner,
+    files,
+    resume: Resume | None,
+    every: int,
+    carry: dict | None,
+    final: list,
+    deal: Deal | None = None,
 ) -> Iterator[Planned]:
-    """The planner's batches with their indices and periodic states; a resumed plan replays
-    its last ``skip`` batches without reading audio, and the audio of examples restored from
-    the state is read when their batch comes. ``carry`` continues the RNGs of the previous
-    epoch (as the reference's reset keeps them); ``final`` receives this epoch's at its end."""
+    """The planner's batches with their global indices and periodic states.
+
+    A resumed plan replays its last ``skip`` batches without reading audio. With ``deal``
+    every rank runs the whole plan from metadata and reads audio only for its own batches.
+    The audio of examples without any (restored, or planned from metadata) is read when
+    their batch comes. ``carry`` continues the RNGs of the previous epoch (as the reference's
+    reset keeps them); ``final`` receives this epoch's at its end."""
     refs = {(r.file_index, r.row_group): r for r in files.row_groups()}
-    state = resume.state if resume else None
-    plan = planner.batches(with_audio=True, state=state, carry=carry)
-    index = resume.at if resume else 0
-    with contextlib.closing(plan):
+    dealing = deal is not None and deal.world_size > 1
+    plan = planner.batches(
+        with_audio=not dealing, state=resume.state if resume else None, carry=carry
+    )
+    start = resume.at if resume else 0
+    latest: list = [start, resume.state if resume else None]
+
+    def indexed() -> Iterator[tuple[int, list[Example]]]:
+        index = start
         if resume is not None and resume.skip:
             planner.reader.audio_enabled = False
             for _ in itertools.islice(plan, resume.skip):
                 index += 1
             planner.reader.audio_enabled = True
         for batch in plan:
-            fill_audio(batch, files, refs)
-            state = planner.snapshot() if every and (index + 1) % every == 0 else None
-            yield Planned(index, batch, state)
+            if every and (index + 1) % every == 0:
+                latest[:] = [index + 1, planner.snapshot()]
+            yield index, batch
             index += 1
+
+    with contextlib.closing(plan):
+        rank, world, total = (deal.rank, deal.world_size, deal.total) if dealing else (0, 1, 0)
+        for g, batch in sharding.own_batches(indexed(), rank, world, total):
+            fill_audio(batch, files, refs)
+            yield Planned(g, batch, latest[0], latest[1])
         final.append(planner.carry())
 
 
@@ -277,7 +309,8 @@ class Feeder:
                 if batch is None:
                     self.batches_dropped += 1
                     continue
-                batch.plan_index, batch.plan_state = planned.index, planned.state
+                batch.plan_index = planned.index
+                batch.plan_state = (planned.state_at, planned.state)
                 if not self._put(self._ready, batch):
                     return
             end = self._source_end

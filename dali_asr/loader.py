@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import torch
 
+from dali_asr import sharding
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.collate import BatchMaker
 from dali_asr.config import (
@@ -31,7 +32,15 @@ from dali_asr.config import (
     SyncMode,
     load_config,
 )
-from dali_asr.feeding import END, Failure, Feeder, PipelineSettings, Resume, planned_batches
+from dali_asr.feeding import (
+    END,
+    Deal,
+    Failure,
+    Feeder,
+    PipelineSettings,
+    Resume,
+    planned_batches,
+)
 from dali_asr.graph import FeatureSpec
 from dali_asr.planning import (
     ChainedPlanner,
@@ -244,8 +253,6 @@ class AsrLoader:
                 report,
                 self.config.mixture_parquet_storage_config,
                 file_indices=segment,
-                rank=self.rank,
-                world_size=self.world_size,
             )
             for segment in self.segments
         ]
@@ -263,9 +270,7 @@ class AsrLoader:
                     "UNTIL_FIRST): it has no length unless asr_task_config.max_num_batches is set"
                 )
             return self.task.max_num_batches
-        if self._len is None:
-            self._len = sum(1 for _ in self.planner(SkipReport()).batches())
-        return self._len
+        return sharding.batches_per_rank(self.global_batches(), self.world_size)
 
     def __iter__(self) -> Iterator[Seq2SeqBatch]:
         if self._epoch is not None:
@@ -277,8 +282,9 @@ class AsrLoader:
         resume, self._resume = self._resume, None
         carry = None if resume is not None else self._carry
         files, every, final = self.files, settings.state_every, []
+        deal = self._deal()
         feeder = Feeder(
-            plan=lambda: planned_batches(planner, files, resume, every, carry, final),
+            plan=lambda: planned_batches(planner, files, resume, every, carry, final, deal),
             maker=self.batch_maker(),
             settings=PipelineSettings(
                 spec=self.spec,
@@ -295,8 +301,21 @@ class AsrLoader:
         )
         if resume is None:
             self.epoch += 1
-        self._epoch = _Epoch(feeder, resume, final, self)
+        self._epoch = _Epoch(feeder, resume, final, self, self.world_size)
         return self._epoch
+
+    def _deal(self) -> Deal | None:
+        """A single pass on several ranks: every rank plans the whole split (metadata) and takes
+        its share of the batches (see ``sharding``)."""
+        if self.endless or self.world_size == 1:
+            return None
+        return Deal(self.rank, self.world_size, self.global_batches())
+
+    def global_batches(self) -> int:
+        """Batches of one pass over the split, all ranks together (metadata pass, cached)."""
+        if self._len is None:
+            self._len = sum(1 for _ in self.planner(SkipReport()).batches())
+        return self._len
 
     def state_dict(self) -> dict[str, Any]:
         """The loader's position: JSON-serialisable, small, no audio. Loading it (here or in a
@@ -332,19 +351,25 @@ class AsrLoader:
         )
 
     def plan(self) -> Iterator[list[Example]]:
-        """The plan of the current (or loaded) position, from metadata alone: what ``iter()``
-        would deliver, without reading audio. ``plan_state()`` between two batches gives the
-        state after the last one."""
+        """This rank's plan from the current (or loaded) position, from metadata alone: what
+        ``iter()`` would deliver, without reading audio. ``plan_state()`` between two batches
+        gives the state after the last one."""
         resume, self._resume = self._resume, None
         planner = self.planner(self.report)
-        self._planning = (planner, resume.at + resume.skip if resume else 0)
+        start = resume.at + resume.skip if resume else 0
+        self._planning = (planner, start)
         state = resume.state if resume else None
         plan = planner.batches(False, state=state, carry=None if resume else self._carry)
+        deal = self._deal()
+        world = self.world_size if deal else 1
+        skip = resume.skip if resume else 0
+        indexed = ((start - skip + i, b) for i, b in enumerate(plan) if i >= skip)
         with contextlib.closing(plan):
-            for i, batch in enumerate(plan):
-                if resume is not None and i < resume.skip:
-                    continue
-                self._planning = (planner, self._planning[1] + 1)
+            total = deal.total if deal else 0
+            for index, batch in sharding.own_batches(
+                indexed, self.rank if deal else 0, world, total
+            ):
+                self._planning = (planner, (index // world + 1) * world)
                 yield batch
 
     def plan_state(self) -> dict[str, Any]:
@@ -359,6 +384,7 @@ class AsrLoader:
             state,
             dataset_fingerprint(self.files.files, self.files.row_groups()),
             plan_config(self.config, self.split, self.rank, self.world_size),
+            self.endless,
         )
         self.close()
         self._epoch = None
@@ -403,7 +429,12 @@ class _Epoch(Iterator[Seq2SeqBatch]):
     where the training loop is in the plan, for ``AsrLoader.state_dict``."""
 
     def __init__(
-        self, feeder: Feeder, resume: Resume | None, final: list, owner: AsrLoader
+        self,
+        feeder: Feeder,
+        resume: Resume | None,
+        final: list,
+        owner: AsrLoader,
+        world_size: int = 1,
     ) -> None:
         self._feeder = feeder
         # ``for b in AsrLoader(...)`` keeps only the iterator: it must keep its loader alive
@@ -412,6 +443,7 @@ class _Epoch(Iterator[Seq2SeqBatch]):
         self._finalizer = weakref.finalize(self, feeder.stop)
         self.finished = False
         # the last plan state seen, and how many batches the loop has received
+        self._world = world_size
         start = resume if resume is not None else Resume(0, None, 0)
         self._state_at, self._state = start.at, start.state
         self._consumed = start.at + start.skip
@@ -434,9 +466,11 @@ class _Epoch(Iterator[Seq2SeqBatch]):
             self.close()
             raise item.error
         batch: Seq2SeqBatch = item  # type: ignore[assignment]
-        self._consumed = batch.plan_index + 1
+        # Ranks move in lockstep: once this rank has its batch of a round of ``world_size``
+        # global batches, the whole round counts as consumed.
+        self._consumed = (batch.plan_index // self._world + 1) * self._world
         if batch.plan_state is not None:
-            self._state_at, self._state = self._consumed, batch.plan_state
+            self._state_at, self._state = batch.plan_state
         return batch
 
     def close(self) -> None:

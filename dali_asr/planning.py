@@ -224,7 +224,9 @@ class _Planner:
 
 class SinglePassPlanner(_Planner):
     """One pass over a split's files in path order, rows in file order. ``file_indices``
-    restricts it to some of the files (one split of several)."""
+    restricts it to some of the files (one split of several). It plans the whole split: ranks
+    take their share of its batches (``sharding``), unlike the reference, which deals row groups
+    to ranks and so gives them different batch counts."""
 
     def __init__(
         self,
@@ -234,14 +236,10 @@ class SinglePassPlanner(_Planner):
         report: SkipReport | None = None,
         storage: MixtureParquetStorageConfig | None = None,
         file_indices: range | None = None,
-        rank: int = 0,
-        world_size: int = 1,
     ) -> None:
         super().__init__(files, task, tokenizer, report, storage)
         if file_indices is not None:
             self.row_groups = [r for r in self.row_groups if r.file_index in file_indices]
-        # The reference deals row groups round-robin to ranks, the last ones unevenly.
-        self.row_groups = self.row_groups[rank::world_size]
         self._position = (0, 0)
 
     def examples(self, with_audio: bool) -> Iterator[Example]:

@@ -63,8 +63,12 @@ def dataset_fingerprint(files, row_groups) -> dict[str, Any]:
     return {"files": len(files), "row_groups": len(row_groups), "sha256": digest.hexdigest()}
 
 
-def check_compatible(saved: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any]):
-    """Raise ConfigError naming what changed between a saved state and this loader."""
+def check_compatible(
+    saved: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any], endless: bool
+) -> None:
+    """Raise ConfigError naming what changed between a saved state and this loader. A single
+    pass's state is global (one plan, dealt to ranks), so it loads on any rank and world size;
+    a training stream's is one rank's."""
     if saved.get("format_version") != FORMAT_VERSION:
         raise ConfigError(
             f"resume state has format version {saved.get('format_version')!r}; this dali-asr "
@@ -84,12 +88,12 @@ def check_compatible(saved: dict[str, Any], dataset: dict[str, Any], config: dic
     if set(changed) - elastic:
         detail = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
         raise ConfigError(f"resume state was saved with other settings: {detail}")
-    if changed:
+    if changed and endless:
         raise ConfigError(
             "resume state was saved with rank/world size "
             f"{saved['config'].get('rank')}/{saved['config'].get('world_size')}, this loader "
             f"is {config.get('rank')}/{config.get('world_size')}: elastic resume is not "
-            "supported yet"
+            "supported for training streams yet (each rank loads its own state)"
         )
 
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from dali_asr import sharding
 from dali_asr.batching import length_bucket_sizes
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
@@ -82,15 +83,6 @@ class SplitData:
     def row_file(self) -> np.ndarray:
         """File index of every row."""
         return np.repeat(self.group_file, self.group_rows)
-
-    def rows_of_rank(self, rank: int = 0, world_size: int = 1) -> np.ndarray:
-        """Row indices that rank reads, in its order: row groups ``rank::world_size``."""
-        starts = np.cumsum(self.group_rows) - self.group_rows
-        picked = np.arange(rank, self.group_rows.size, world_size)
-        counts = self.group_rows[picked]
-        # Each output position's offset from its row group's first row, without a Python loop.
-        shift = np.repeat(starts[picked] - (np.cumsum(counts) - counts), counts)
-        return np.arange(int(counts.sum()), dtype=np.int64) + shift
 
     def partitions(self) -> list[tuple[str, str, int, int, int]]:
         """``(corpus, language, files, rows, samples)`` per partition, sorted."""
@@ -286,17 +278,22 @@ def project(
     rank: int = 0,
     world_size: int = 1,
 ) -> Projection:
-    """The batches the single-pass planner makes for one rank of ``world_size``."""
+    """The batches the single-pass planner makes for one rank of ``world_size``: the whole
+    split's plan, dealt to ranks as the loader does (``dali_asr.sharding``)."""
+    return project_ranks(data, config, world_size)[rank]
+
+
+def project_ranks(data: SplitData, config: LoaderConfig, world_size: int) -> list[Projection]:
+    """``project`` for every rank, planning the split once."""
     task = config.asr_task_config
-    rows = data.rows_of_rank(rank, world_size)
-    lengths = data.lengths[rows]
+    lengths = data.lengths
     skipped: Counter[str] = Counter()
     short = lengths < task.min_audio_len
     long = lengths > task.max_audio_len
     skipped[TOO_SHORT], skipped[TOO_LONG] = int(short.sum()), int(long.sum())
     # The length filter runs before the example shuffle, the text filters after it.
     order = _shuffled(np.flatnonzero(~short & ~long), task.example_shuffle_window, task.seed)
-    verdicts = data.reject[rows][order]
+    verdicts = data.reject[order]
     for code, count in zip(*np.unique(verdicts[verdicts > 0], return_counts=True), strict=True):
         skipped[REASONS[int(code) - 1]] += int(count)
     order = order[verdicts == 0]
@@ -305,6 +302,19 @@ def project(
     # The batch shuffle decides the plan order and, with a cap, which batches survive it.
     picked = _shuffled(np.arange(len(batches)), task.batch_shuffle_window, task.seed + 1)
     batches = [batches[i] for i in picked[: task.max_num_batches].tolist()]
+    return [
+        _projection(
+            [b for _, b in sharding.own_batches(enumerate(batches), r, world_size, len(batches))],
+            lengths,
+            order,
+            skipped,
+            config,
+        )
+        for r in range(world_size)
+    ]
+
+
+def _projection(batches, lengths, order, skipped, config: LoaderConfig) -> Projection:
     sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
     flat = np.fromiter(itertools.chain.from_iterable(batches), np.int64, int(sizes.sum()))
     members = lengths[flat]

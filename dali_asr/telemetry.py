@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,18 +113,31 @@ class Telemetry:
             total = sum(weights.values())
             self._targets[kind] = {k: w / total for k, w in weights.items()} if total else {}
 
-    def record(self, batch: Seq2SeqBatch, wait_s: float) -> dict:
-        """Add one batch the training loop waited ``wait_s`` seconds for; return its numbers."""
+    def record(
+        self,
+        batch: Seq2SeqBatch,
+        wait_s: float,
+        *,
+        source_lens: Sequence[int] | None = None,
+        target_lens: Sequence[int] | None = None,
+    ) -> dict:
+        """Add one batch the training loop waited ``wait_s`` seconds for; return its numbers.
+
+        ``source_lens`` / ``target_lens``: the same lengths as host integers, where the caller
+        has them, to skip reading ``batch``'s length tensors back from the device.
+        """
         now = self._clock()
         if self._start is None:
             # The wall clock starts when the loop first asked for a batch.
             self._start = now - wait_s
             self.first_wait = wait_s
         self._last = now
-        # The lengths are small CPU tensors on the CPU path and tiny device tensors on the GPU
-        # path, where .tolist() waits for the collate kernel that wrote them and nothing else.
-        src_lens = batch.source_seq_lens.tolist()
-        tgt_lens = batch.target_seq_lens.tolist()
+        # The lengths are small CPU tensors on the CPU path (.tolist() is free) and tiny device
+        # tensors on the GPU path, where .tolist() is a device-to-host copy on the current
+        # stream: it waits for the GPU work queued before it (the previous step), which a loop
+        # that never syncs otherwise pays as lost run-ahead. Host lengths avoid that.
+        src_lens = list(source_lens) if source_lens is not None else batch.source_seq_lens.tolist()
+        tgt_lens = list(target_lens) if target_lens is not None else batch.target_seq_lens.tolist()
         size = len(src_lens)
         src_width = int(batch.source_seqs.shape[1]) if batch.source_seqs.dim() > 1 else 0
         tgt_width = int(batch.target_seqs.shape[1]) if batch.target_seqs.dim() > 1 else 0

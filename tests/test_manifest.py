@@ -302,6 +302,6 @@ def test_loader_reads_a_manifest_folder_sharded_by_rank(
     for rank in range(2):
         loader = AsrLoader(directory, "train", cfg, espeak_tokenizer, rank=rank, world_size=2)
         loader.files.chunk_rows = 7
-        parts.append({k for b in loader.planner().batches() for k in map(loader.planner_key_of, b)})
+        parts.append({k for b in loader for k in b.keys})
     assert parts[0].isdisjoint(parts[1])
     assert parts[0] | parts[1] == set(keys)

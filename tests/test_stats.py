@@ -140,7 +140,7 @@ def test_length_histogram_and_bucket_fill(small_dataset: Path) -> None:
 def _loader_plan(root: Path, split: str, config: LoaderConfig, tokenizer, rank, world):
     loader = AsrLoader(root, split, config, tokenizer, rank=rank, world_size=world)
     try:
-        return [[ex.audio_size for ex in batch] for batch in loader.planner().batches()]
+        return [[ex.audio_size for ex in batch] for batch in loader.plan()]
     finally:
         loader.close()
 

@@ -123,31 +123,21 @@ def test_row_group_cache_in_the_training_stream(
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-def test_single_pass_ranks_are_disjoint_and_complete(
+def test_single_pass_ranks_are_disjoint_complete_and_equal(
     small_dataset: Path, espeak_tokenizer, world_size: int
 ) -> None:
     whole = {
-        k for b in keys(AsrLoader(small_dataset, "train", config(), espeak_tokenizer)) for k in b
+        k for b in AsrLoader(small_dataset, "train", config(), espeak_tokenizer) for k in b.keys
     }
-    parts = [
-        {
-            k
-            for b in keys(
-                AsrLoader(
-                    small_dataset,
-                    "train",
-                    config(),
-                    espeak_tokenizer,
-                    rank=r,
-                    world_size=world_size,
-                )
-            )
-            for k in b
-        }
+    loaders = [
+        AsrLoader(small_dataset, "train", config(), espeak_tokenizer, rank=r, world_size=world_size)
         for r in range(world_size)
     ]
-    assert set().union(*parts) == whole
-    assert sum(len(p) for p in parts) == len(whole)
+    parts = [[b.keys for b in loader] for loader in loaders]
+    assert len({len(p) for p in parts}) == 1  # the same number of batches on every rank
+    assert len(parts[0]) == len(loaders[0])
+    keys = [k for p in parts for b in p for k in b]
+    assert len(keys) == len(set(keys)) and set(keys) == whole
 
 
 def test_length_sorted_pads_less_on_the_training_stream(

@@ -171,6 +171,14 @@ def test_fbank_batch_uses_frames() -> None:
     assert out["audio_padding_efficiency"] == pytest.approx(146 / 196)
 
 
+def test_host_lengths_replace_the_tensors() -> None:
+    batch = make_batch([100, 50], [4, 2], ["eng", "eng"], ["a", "a"])
+    from_tensors = Telemetry().record(batch, 0.0)
+    batch.source_seq_lens = batch.target_seq_lens = None  # type: ignore[assignment]
+    from_host = Telemetry().record(batch, 0.0, source_lens=[100, 50], target_lens=[4, 2])
+    assert from_host == from_tensors
+
+
 def test_reset_keeps_targets() -> None:
     telemetry = Telemetry(targets={"a/eng": 1.0})
     telemetry.record(make_batch([10], [1], ["eng"], ["a"]), 1.0)
