@@ -1,0 +1,127 @@
+"""Ranks: torchrun with two CPU processes (gloo), equal batch counts by construction, and
+elastic resume of a single pass (a state saved with N ranks loads with M)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dali_asr.config import config_from_dict
+from dali_asr.loader import AsrLoader
+
+HELPER = Path(__file__).parent / "helpers" / "torchrun_worker.py"
+TASK = {"min_audio_len": 16_000, "max_audio_len": 480_000, "max_num_elements": 960_000}
+
+
+def config(shuffle: bool = False, strategy: str = "LENGTH"):
+    return config_from_dict(
+        {
+            "asr_task_config": {
+                **TASK,
+                "batching_strategy": strategy,
+                "batch_size": 8,
+                "example_shuffle_window": 40 if shuffle else 1,
+                "batch_shuffle_window": 3 if shuffle else 1,
+            },
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+            "dali_asr": {"state_every": 3},
+        }
+    )
+
+
+def test_torchrun_two_processes(small_dataset: Path, espeak_tokenizer: Path, tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE"))}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(29_500 + os.getpid() % 1000),
+        str(HELPER),
+        str(small_dataset),
+        str(espeak_tokenizer),
+        str(tmp_path),
+    ]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    counts = [len(r["batches"]) for r in ranks]
+    assert counts[0] == counts[1] == ranks[0]["len"] == ranks[1]["len"]
+    got = [k for r in ranks for b in r["batches"] for k in b]
+    whole = [
+        str(k)
+        for b in AsrLoader(small_dataset, "train", config(), espeak_tokenizer)
+        for k in b.keys
+    ]
+    assert len(got) == len(set(got)) and sorted(got) == sorted(whole)
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4, 7])
+@pytest.mark.parametrize("strategy", ["LENGTH", "STATIC"])
+def test_equal_counts_nothing_cut(small_dataset, espeak_tokenizer, world_size, strategy):
+    cfg = config(strategy=strategy)
+    whole = sorted(
+        str(k)
+        for b in AsrLoader(small_dataset, "train", cfg, espeak_tokenizer).plan()
+        for k in [(e.file_index, e.row_group, e.row) for e in b]
+    )
+    plans = []
+    for rank in range(world_size):
+        loader = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer, rank, world_size)
+        plans.append([[(e.file_index, e.row_group, e.row) for e in b] for b in loader.plan()])
+        assert len(plans[-1]) == len(loader)
+    assert len({len(p) for p in plans}) == 1
+    got = sorted(str(k) for p in plans for b in p for k in b)
+    assert got == whole
+
+
+def _consume(loaders, batches_each):
+    """Every rank takes the same number of batches (lockstep), as DDP does."""
+    got, iters = [], [iter(x) for x in loaders]
+    for _ in range(batches_each):
+        for it in iters:
+            got.extend(str(k) for k in next(it).keys)
+    return got
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 3), (4, 2)])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_elastic_resume(small_dataset, espeak_tokenizer, before, after, shuffle) -> None:
+    cfg = config(shuffle)
+    whole = [
+        str(k) for b in AsrLoader(small_dataset, "train", cfg, espeak_tokenizer) for k in b.keys
+    ]
+    old = [
+        AsrLoader(small_dataset, "train", cfg, espeak_tokenizer, r, before) for r in range(before)
+    ]
+    first = _consume(old, 2)
+    state = json.loads(json.dumps(old[1].state_dict()))  # any rank's state: it is global
+    for x in old:
+        x.close()
+    new = [AsrLoader(small_dataset, "train", cfg, espeak_tokenizer, r, after) for r in range(after)]
+    for x in new:
+        x.load_state_dict(state)
+    rest = [str(k) for x in new for b in x for k in b.keys]
+    assert len(first) + len(rest) == len(whole)
+    assert sorted(first + rest) == sorted(whole)  # every example exactly once
+
+
+def test_training_stream_state_is_per_rank(small_dataset, espeak_tokenizer) -> None:
+    from dali_asr.config import ConfigError
+
+    cfg = config_from_dict({"asr_task_config": {**TASK, "max_num_batches": 6}})
+    loader = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer, 0, 2)
+    next(iter(loader))
+    state = loader.state_dict()
+    loader.close()
+    other = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer, 0, 3)
+    with pytest.raises(ConfigError, match="rank/world size"):
+        other.load_state_dict(state)
