@@ -176,3 +176,32 @@ def test_cli_plan_save_and_load_state(espeak_root: Path, espeak_tokenizer, tmp_p
     rest = plan("--max-batches", "25", "--load-state", str(state))
     assert first + rest == whole
     assert json.loads(rest[0])["batch"] == 15
+
+
+def test_checkpoint_helpers_in_a_plain_loop(small_dataset: Path, espeak_tokenizer, tmp_path):
+    from dali_asr.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = make_config(small_dataset, "LENGTH", True, True)  # training stream, shuffled
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def train(loader, steps: int, start: int = 0) -> list:
+        seen = []
+        for step, batch in enumerate(loader, start=start + 1):
+            seen.append(fingerprint(batch))
+            if step == steps:
+                save_checkpoint(
+                    tmp_path / "ckpt.pt", loader, model=model, optimizer=optimizer, step=step
+                )
+                break
+        return seen
+
+    uninterrupted = [
+        fingerprint(b) for b in AsrLoader(small_dataset, "train", cfg, espeak_tokenizer)
+    ]
+    first = train(AsrLoader(small_dataset, "train", cfg, espeak_tokenizer), 9)
+    resumed = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer)
+    extra = load_checkpoint(tmp_path / "ckpt.pt", resumed, model=model, optimizer=optimizer)
+    assert extra == {"step": 9}
+    rest = [fingerprint(b) for b in resumed]
+    assert first + rest == uninterrupted
