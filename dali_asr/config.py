@@ -165,6 +165,8 @@ class DaliAsrSettings:
     """Batches DALI decodes ahead of the one being collated."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
+    telemetry_log_every: int | None = None
+    """Log one telemetry line (padding, stalls, language shares) every N batches."""
     state_every: int = 16
     """Batches between two saved plan states: a restore replays at most this many batches
     from metadata."""
@@ -224,10 +226,34 @@ class LoaderConfig:
         _require(d.pad_to_multiple >= 1, "dali_asr.pad_to_multiple", ">= 1")
         _require(d.sort_window >= 1, "dali_asr.sort_window", ">= 1")
         _require(d.state_every >= 1, "dali_asr.state_every", ">= 1")
+        _require(
+            d.telemetry_log_every is None or d.telemetry_log_every >= 1,
+            "dali_asr.telemetry_log_every",
+            ">= 1 or null",
+        )
 
     @property
     def output_dtype(self) -> str:
         return self.dali_asr.dtype or "float32"
+
+
+def _resolve_auto_max_num_elements(cfg: LoaderConfig) -> None:
+    """``max_num_elements: auto``: about 40,000 samples per GB of the GPU's memory (the CPU
+    gets the reference's default). Each rank resolves it on its own GPU: use one GPU type."""
+    import os
+
+    import torch
+
+    from dali_asr.tune import auto_max_num_elements
+
+    d = cfg.dali_asr
+    device = None
+    if d.device != "cpu" and torch.cuda.is_available():
+        index = d.device_id if d.device_id is not None else int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", index)
+    value, why = auto_max_num_elements(cfg.asr_task_config.max_audio_len, device)
+    cfg.asr_task_config.max_num_elements = value
+    log.info("max_num_elements: auto -> %d (%s)", value, why)
 
 
 def _check_buckets(t: AsrTaskConfig) -> None:
@@ -347,10 +373,12 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> LoaderConfi
         if not isinstance(own, dict):
             raise ConfigError(f"{source}: config key dali_asr: expected a mapping, got {own!r}")
         extra = {**extra, **own}
+    task = dict(sections.get("asr_task_config") or {})
+    auto = str(task.get("max_num_elements", "")).lower() == "auto"
+    if auto:
+        task.pop("max_num_elements")
     cfg = LoaderConfig(
-        asr_task_config=_build(
-            AsrTaskConfig, sections.get("asr_task_config"), f"{where}asr_task_config"
-        ),
+        asr_task_config=_build(AsrTaskConfig, task or None, f"{where}asr_task_config"),
         mixture_parquet_storage_config=_build(
             MixtureParquetStorageConfig,
             sections.get("mixture_parquet_storage_config"),
@@ -361,6 +389,8 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> LoaderConfi
     for key in ("train_split", "valid_split"):
         if key in sections:
             setattr(cfg, key, sections[key])
+    if auto:
+        _resolve_auto_max_num_elements(cfg)
     cfg.validate()
     return cfg
 

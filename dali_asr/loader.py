@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,7 @@ from dali_asr.storage.discovery import (
 from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
 from dali_asr.storage.manifest import ManifestFiles, is_manifest_dir, list_manifest_splits
 from dali_asr.storage.row_groups import ParquetFiles
+from dali_asr.telemetry import Telemetry
 from dali_asr.text import CharTokenizer, Tokenizer, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,8 @@ class AsrLoader:
             configured if configured is not None else int(os.environ.get("LOCAL_RANK", "0"))
         )
         self.report = SkipReport()
+        self.telemetry = Telemetry(log_every=self.config.dali_asr.telemetry_log_every)
+        """Padding, batch sizes, loader stalls and language shares; ``telemetry.as_dict()``."""
         self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
         self._len: int | None = None
         self._epoch: _Epoch | None = None
@@ -278,6 +282,10 @@ class AsrLoader:
                 self._carry = self._epoch.final[0]
             self._epoch.close()
         planner = self.planner(self.report)
+        if isinstance(planner, TrainStreamPlanner) and len(planner.partitions) > 1:
+            self.telemetry.set_targets(
+                {p.name: w for p, w in zip(planner.partitions, planner.weights, strict=True)}
+            )
         settings = self.config.dali_asr
         resume, self._resume = self._resume, None
         carry = None if resume is not None else self._carry
@@ -452,6 +460,7 @@ class _Epoch(Iterator[Seq2SeqBatch]):
         return Resume(self._state_at, self._state, self._consumed - self._state_at)
 
     def __next__(self) -> Seq2SeqBatch:
+        asked = time.perf_counter()
         try:
             item = self._feeder.get()
         except BaseException:
@@ -471,6 +480,7 @@ class _Epoch(Iterator[Seq2SeqBatch]):
         self._consumed = (batch.plan_index // self._world + 1) * self._world
         if batch.plan_state is not None:
             self._state_at, self._state = batch.plan_state
+        self._owner.telemetry.record(batch, time.perf_counter() - asked)
         return batch
 
     def close(self) -> None:

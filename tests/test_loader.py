@@ -207,3 +207,21 @@ def test_small_dataset_with_several_row_groups(small_dataset: Path, espeak_token
             n = int(b.source_seq_lens[i])
             ref = _decode_key(small_dataset, key)
             np.testing.assert_allclose(b.source_seqs[i, :n].numpy(), ref, atol=1e-5, rtol=0)
+
+
+def test_telemetry_and_auto_max_num_elements(espeak_root: Path, espeak_tokenizer) -> None:
+    cfg = config_from_dict(
+        {
+            "asr_task_config": {**LENGTH_TASK, "max_num_elements": "auto"},
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        }
+    )
+    assert cfg.asr_task_config.max_num_elements == 2_880_000  # no CUDA: the default, rounded
+    loader = AsrLoader(espeak_root, "dev", cfg, espeak_tokenizer)
+    batches = list(loader)
+    t = loader.telemetry.as_dict()
+    assert t["batches"] == len(batches)
+    assert t["examples"] == sum(b.batch_size for b in batches)
+    real = sum(b.num_source_elements for b in batches)
+    padded = sum(b.batch_size * b.source_seqs.shape[1] for b in batches)
+    assert abs(t["audio_padding_efficiency"] - real / padded) < 1e-9
