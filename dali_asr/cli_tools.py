@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.fs as pafs
 
-from dali_asr.batching import effective_max_num_elements, length_bucket_sizes
+from dali_asr.batching import effective_max_num_elements
 from dali_asr.config import AsrTaskConfig, ConfigError, LoaderConfig, SyncMode, load_config
 from dali_asr.stats import (
     SAMPLE_RATE,
@@ -118,13 +118,7 @@ def format_run(size: int, first: int, last: int, count: int) -> str:
 def bucket_report(task: AsrTaskConfig) -> dict:
     """The table and the budget round-down as a JSON-ready dict."""
     try:
-        sizes = length_bucket_sizes(
-            min_audio_len=task.min_audio_len,
-            max_audio_len=task.max_audio_len,
-            max_num_elements=task.max_num_elements,
-            num_seqs_multiple_of=task.num_seqs_multiple_of,
-            max_bucket_size=task.max_bucket_size,
-        )
+        sizes = task.length_buckets()
     except ValueError as e:
         raise ConfigError(str(e)) from e
     return {

@@ -80,6 +80,19 @@ class AsrTaskConfig:
     num_prefetch: int = 4
     """Collated batches prepared ahead of the training loop."""
 
+    def length_buckets(self) -> list[tuple[int, int]]:
+        """The LENGTH bucket table (batch size, length bound) for these settings, with
+        Omnilingual's round-down of max_num_elements and the max_bucket_size cap."""
+        from dali_asr.batching import length_bucket_sizes
+
+        return length_bucket_sizes(
+            min_audio_len=self.min_audio_len,
+            max_audio_len=self.max_audio_len,
+            max_num_elements=self.max_num_elements,
+            num_seqs_multiple_of=self.num_seqs_multiple_of,
+            max_bucket_size=self.max_bucket_size,
+        )
+
 
 @dataclass
 class ParquetDatasetLimitOptions:
@@ -258,16 +271,8 @@ def _resolve_auto_max_num_elements(cfg: LoaderConfig) -> None:
 
 def _check_buckets(t: AsrTaskConfig) -> None:
     """Build the bucket table once at start, so a cap below every bucket fails here."""
-    from dali_asr.batching import length_bucket_sizes
-
     try:
-        length_bucket_sizes(
-            min_audio_len=t.min_audio_len,
-            max_audio_len=t.max_audio_len,
-            max_num_elements=t.max_num_elements,
-            num_seqs_multiple_of=t.num_seqs_multiple_of,
-            max_bucket_size=t.max_bucket_size,
-        )
+        t.length_buckets()
     except ValueError as e:
         raise ConfigError(f"asr_task_config: {e}") from None
 
@@ -373,12 +378,12 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> LoaderConfi
         if not isinstance(own, dict):
             raise ConfigError(f"{source}: config key dali_asr: expected a mapping, got {own!r}")
         extra = {**extra, **own}
-    task = dict(sections.get("asr_task_config") or {})
-    auto = str(task.get("max_num_elements", "")).lower() == "auto"
+    task = sections.get("asr_task_config")
+    auto = isinstance(task, dict) and str(task.get("max_num_elements", "")).lower() == "auto"
     if auto:
-        task.pop("max_num_elements")
+        task = {k: v for k, v in task.items() if k != "max_num_elements"}
     cfg = LoaderConfig(
-        asr_task_config=_build(AsrTaskConfig, task or None, f"{where}asr_task_config"),
+        asr_task_config=_build(AsrTaskConfig, task, f"{where}asr_task_config"),
         mixture_parquet_storage_config=_build(
             MixtureParquetStorageConfig,
             sections.get("mixture_parquet_storage_config"),

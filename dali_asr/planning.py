@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from dali_asr.batching import LengthBucketer, StaticBatcher, length_bucket_sizes
+from dali_asr.batching import LengthBucketer, StaticBatcher
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
@@ -58,13 +58,7 @@ def make_batcher(task: AsrTaskConfig, sort_window: int = 1000) -> Batcher:
             drop_remainder=task.drop_remainder,
             seed=task.seed + 2,
         )
-    sizes = length_bucket_sizes(
-        min_audio_len=task.min_audio_len,
-        max_audio_len=task.max_audio_len,
-        max_num_elements=task.max_num_elements,
-        num_seqs_multiple_of=task.num_seqs_multiple_of,
-        max_bucket_size=task.max_bucket_size,
-    )
+    sizes = task.length_buckets()
     return LengthBucketer(
         sizes, min_data_len=task.min_audio_len, drop_remainder=task.drop_remainder
     )

@@ -23,7 +23,6 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dali_asr import sharding
-from dali_asr.batching import length_bucket_sizes
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, LoaderConfig
@@ -334,13 +333,7 @@ def bucket_table(task: AsrTaskConfig) -> list[tuple[int, int]] | None:
     """``(batch size, length bound)`` of the LENGTH buckets; None for other strategies."""
     if task.batching_strategy is not BatchingStrategy.LENGTH:
         return None
-    return length_bucket_sizes(
-        min_audio_len=task.min_audio_len,
-        max_audio_len=task.max_audio_len,
-        max_num_elements=task.max_num_elements,
-        num_seqs_multiple_of=task.num_seqs_multiple_of,
-        max_bucket_size=task.max_bucket_size,
-    )
+    return task.length_buckets()
 
 
 @dataclass
