@@ -320,9 +320,29 @@ def describe_machine(m: dict[str, Any]) -> str:
     return f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, {gpu}"
 
 
-def add_entry(path: Path, entry: str) -> None:
-    """Put ``entry`` in a RESULTS.md-style file, newest first: after the file's header, above
-    the first ``## `` entry; a new file gets the header."""
+def entry(title: str, command: str, info: dict[str, Any], body: str) -> str:
+    """A RESULTS.md entry: heading, machine, versions, dataset, calibration, command, body."""
+    m = info["machine"]
+    vers = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    calib = "; ".join(
+        f"{when}: sha256 on 2 threads ×{c['ratio_2t']:.2f} of 1, load {c['loadavg_1min']:.2f}"
+        for when, c in info["calibration"].items()
+    )
+    return (
+        f"## {info['date']} — {title}\n\n"
+        f"Machine: {describe_machine(m)}; Python {m['python']}; {vers}.\n"
+        f"Dataset: `{info['dataset']}`, split `{info['split']}`; {info['passes']} timed "
+        f"passes of {info['epochs']} epoch(s) after {info['warmup']} warm-up round(s), each "
+        f"pass of each loader in its own process; {info['elapsed_s'] / 60:.1f} min in all."
+        + (f" Calibration ({calib})." if calib else "")
+        + (f"\n{describe_source(**info['source'])}." if "source" in info else "")
+        + f"\n\n```\n{command}\n```\n\n{body}\n"
+    )
+
+
+def add_entry(path: Path, block: str) -> None:
+    """Put ``block`` (one entry) in a RESULTS.md-style file, newest first: after the file's
+    header, above the first ``## `` entry; a new file gets the header."""
     header = (
         "# Benchmark results\n\nNewest first. Each entry: the machine (cores, card), the "
         "date, the command, the table.\n\n"
@@ -330,7 +350,7 @@ def add_entry(path: Path, entry: str) -> None:
     text = path.read_text() if path.exists() else header
     at = text.find("\n## ")
     if at < 0:
-        text = text.rstrip("\n") + "\n\n" + entry.rstrip("\n") + "\n"
+        text = text.rstrip("\n") + "\n\n" + block.rstrip("\n") + "\n"
     else:
-        text = text[: at + 1] + entry.rstrip("\n") + "\n\n" + text[at + 1 :]
+        text = text[: at + 1] + block.rstrip("\n") + "\n\n" + text[at + 1 :]
     path.write_text(text)

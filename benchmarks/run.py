@@ -75,8 +75,8 @@ def train_char_tokenizer(data: Path, dest: Path) -> Path:
     model = dest / "char_spm.model"
     if model.exists():
         return model
-    dest.mkdir(parents=True, exist_ok=True)
     texts = pads.dataset(str(data), partitioning="hive").to_table(columns=["text"])
+    dest.mkdir(parents=True, exist_ok=True)
     corpus = dest / "texts.txt"
     corpus.write_text("\n".join(sorted(set(texts.column("text").to_pylist()))) + "\n")
     spm.SentencePieceTrainer.train(
@@ -278,26 +278,6 @@ def versions(subjects: list[Subject]) -> dict[str, str]:
     return out
 
 
-def entry(title: str, command: str, info: dict[str, Any], body: str) -> str:
-    """A RESULTS.md entry: heading, machine, versions, dataset, calibration, command, body."""
-    m = info["machine"]
-    vers = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    calib = "; ".join(
-        f"{when}: sha256 on 2 threads ×{c['ratio_2t']:.2f} of 1, load {c['loadavg_1min']:.2f}"
-        for when, c in info["calibration"].items()
-    )
-    return (
-        f"## {info['date']} — {title}\n\n"
-        f"Machine: {bench_report.describe_machine(m)}; Python {m['python']}; {vers}.\n"
-        f"Dataset: `{info['dataset']}`, split `{info['split']}`; {info['passes']} timed "
-        f"passes of {info['epochs']} epoch(s) after {info['warmup']} warm-up round(s), each "
-        f"pass of each loader in its own process; {info['elapsed_s'] / 60:.1f} min in all."
-        + (f" Calibration ({calib})." if calib else "")
-        + (f"\n{bench_report.describe_source(**info['source'])}." if "source" in info else "")
-        + f"\n\n```\n{command}\n```\n\n{body}\n"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument(
@@ -388,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         doc = {**info, "command": command, "summary": [r.as_dict() for r in rows], "runs": raw}
         args.json.write_text(json.dumps(doc, indent=1))
     if args.markdown_out:
-        bench_report.add_entry(args.markdown_out, entry(args.title, command, info, body))
+        bench_report.add_entry(
+            args.markdown_out, bench_report.entry(args.title, command, info, body)
+        )
     failed = [r for r in rows if not r.passes]
     return 1 if failed else 0
 

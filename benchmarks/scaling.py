@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(doc, indent=1))
     if args.markdown_out:
         title = f"scaling: {args.hours:g} h of 1-60 s utterances, DALI threads"
-        bench_report.add_entry(args.markdown_out, run.entry(title, command, info, body))
+        bench_report.add_entry(args.markdown_out, bench_report.entry(title, command, info, body))
     return 0 if all(r.passes for r in rows) else 1
 
 

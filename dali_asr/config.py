@@ -176,6 +176,9 @@ class DaliAsrSettings:
     """``skip`` (count and report) or ``error``."""
     prefetch_queue_depth: int = 2
     """Batches DALI decodes ahead of the one being collated."""
+    decode_batch: int = 32
+    """Files per DALI iteration: consecutive planned batches are decoded together up to this
+    many files (when they are ready), so a batch of two long files does not idle the threads."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
     telemetry_log_every: int | None = None
@@ -239,6 +242,7 @@ class LoaderConfig:
         _require(d.pad_to_multiple >= 1, "dali_asr.pad_to_multiple", ">= 1")
         _require(d.sort_window >= 1, "dali_asr.sort_window", ">= 1")
         _require(d.state_every >= 1, "dali_asr.state_every", ">= 1")
+        _require(d.decode_batch >= 1, "dali_asr.decode_batch", ">= 1")
         _require(
             d.telemetry_log_every is None or d.telemetry_log_every >= 1,
             "dali_asr.telemetry_log_every",

@@ -162,6 +162,7 @@ class PipelineSettings:
     prefetch_queue_depth: int
     pad_to_multiple: int
     on_bad_audio: str
+    decode_batch: int = 32
 
 
 class Feeder:
@@ -182,8 +183,10 @@ class Feeder:
         self._planned: queue.Queue = queue.Queue(maxsize=settings.prefetch_queue_depth + 1)
         self._ready: queue.Queue = queue.Queue(maxsize=max(1, num_prefetch))
         self._stop = threading.Event()
-        self._in_dali: deque[Planned] = deque()
+        self._in_dali: deque[list[Planned]] = deque()
         self._replay: deque[Planned] = deque()
+        self._held: object = None
+        self._ended: object = None
         self.batches_dropped = 0
         """Planned batches every example of which was bad (not delivered)."""
         self._source_end: object = END
@@ -248,11 +251,20 @@ class Feeder:
         self.report.add(key, reason)
 
     def _source(self) -> list[np.ndarray]:
-        """Called by DALI, in the feeding thread, for every iteration it schedules. Errors end
-        the epoch through ``_source_end``: DALI would report them as its own."""
-        while True:
-            item = self._replay.popleft() if self._replay else self._take(self._planned)
+        """Called by DALI, in the feeding thread, for every iteration it schedules: one or
+        more planned batches, up to ``decode_batch`` files when more are ready, so DALI's
+        threads are not left idle by a batch of two long files. Errors end the epoch through
+        ``_source_end``: DALI would report them as its own."""
+        group: list[Planned] = []
+        files = 0
+        while files < self.settings.decode_batch:
+            item = self._next_planned(wait=not group)
+            if item is None:
+                break
             if item is END or isinstance(item, Failure):
+                if group:
+                    self._held = item  # deliver what is grouped first
+                    break
                 self._source_end = item
                 raise StopIteration
             try:
@@ -260,10 +272,39 @@ class Feeder:
             except BadAudioError as e:
                 self._source_end = Failure(e)
                 raise StopIteration from None
-            if item.examples:
-                self._in_dali.append(item)
-                return [ex.audio for ex in item.examples]
-            self.batches_dropped += 1
+            if not item.examples:
+                self.batches_dropped += 1
+                continue
+            if group and files + len(item.examples) > self.settings.decode_batch:
+                self._replay.appendleft(item)
+                break
+            group.append(item)
+            files += len(item.examples)
+        self._in_dali.append(group)
+        return [ex.audio for planned in group for ex in planned.examples]
+
+    def _next_planned(self, wait: bool) -> object:
+        # replayed batches (after a DALI failure) come before anything held or queued
+        if self._replay:
+            return self._replay.popleft()
+        if self._held is not None:
+            item, self._held = self._held, None
+            return item
+        if self._ended is not None:
+            # the end was taken before a DALI failure made us rebuild: it stays the end
+            return self._ended
+        if wait:
+            item = self._take(self._planned)
+            if item is END or isinstance(item, Failure):
+                self._ended = item
+            return item
+        try:
+            item = self._planned.get_nowait()
+        except queue.Empty:
+            return None
+        if item is END or isinstance(item, Failure):
+            self._ended = item
+        return item
 
     def _sniffed(self, batch: list[Example]) -> list[Example]:
         kept = []
@@ -280,7 +321,7 @@ class Feeder:
         pipe = build_pipeline(
             self._source,
             s.spec,
-            max_batch_size=s.max_batch_size,
+            max_batch_size=s.max_batch_size + s.decode_batch,
             num_threads=s.num_threads,
             device=s.device,
             device_id=s.device_id,
@@ -304,15 +345,17 @@ class Feeder:
                     del pipe  # invalid after a failure
                     pipe = self._recover(e)
                     continue
-                planned = self._in_dali.popleft()
-                batch = self._collate(planned.examples, outputs)
-                if batch is None:
-                    self.batches_dropped += 1
-                    continue
-                batch.plan_index = planned.index
-                batch.plan_state = (planned.state_at, planned.state)
-                if not self._put(self._ready, batch):
-                    return
+                offset = 0
+                for planned in self._in_dali.popleft():
+                    batch = self._collate(planned.examples, outputs, offset)
+                    offset += len(planned.examples)
+                    if batch is None:
+                        self.batches_dropped += 1
+                        continue
+                    batch.plan_index = planned.index
+                    batch.plan_state = (planned.state_at, planned.state)
+                    if not self._put(self._ready, batch):
+                        return
             end = self._source_end
             self._put(self._ready, end if isinstance(end, Failure) else END)
         except BaseException as e:
@@ -321,7 +364,7 @@ class Feeder:
     def _recover(self, error: RuntimeError):
         """A file failed inside DALI: probe the batches in flight, drop the bad files, rebuild
         the pipeline and replay what is left, in order."""
-        in_flight = list(self._in_dali)
+        in_flight = [planned for group in self._in_dali for planned in group]
         self._in_dali.clear()
         examples = [ex for planned in in_flight for ex in planned.examples]
         verdicts = iter(probe([ex.audio for ex in examples]))
@@ -343,17 +386,22 @@ class Feeder:
                 self.batches_dropped += 1
         if bad == 0:
             raise error  # not a file's fault: nothing to skip, nothing to retry
-        log.warning("DALI failed on %d file(s) of %d batch(es) in flight; rebuilt the pipeline "
-                    "and replayed the rest", bad, len(in_flight))  # fmt: skip
+        log.warning(
+            "DALI failed on %d file(s) of %d batch(es) in flight; rebuilt the pipeline "
+            "and replayed the rest",
+            bad,
+            len(in_flight),
+        )
         self._replay.extendleft(reversed(replay))
         return self._build()
 
-    def _collate(self, examples: list[Example], outputs) -> Seq2SeqBatch | None:
+    def _collate(self, examples: list[Example], outputs, offset: int) -> Seq2SeqBatch | None:
+        """The batch of ``examples``, whose features are DALI's outputs from ``offset`` on."""
         if self.settings.device == "gpu":
-            return self._collate_gpu(examples, outputs)
+            return self._collate_gpu(examples, outputs, offset)
         features, audio_lengths = outputs
         kept, arrays = [], []
-        for i, ex in enumerate(examples):
+        for i, ex in enumerate(examples, start=offset):
             array = np.asarray(features[i])
             decoded = int(np.asarray(audio_lengths[i])[0])
             reason = check_decoded(ex.audio_size, decoded, bool(np.isfinite(array).all()))
@@ -364,14 +412,18 @@ class Feeder:
                 self._skip(ex, reason)
         return self.maker.from_arrays(kept, arrays) if kept else None
 
-    def _collate_gpu(self, examples: list[Example], outputs) -> Seq2SeqBatch | None:
+    def _collate_gpu(self, examples: list[Example], outputs, offset: int) -> Seq2SeqBatch | None:
         dense, feature_lengths, audio_lengths = outputs
         # run() without a stream returns host-synchronised outputs; the DLPack capsule holds a
         # reference to DALI's buffer, so it stays valid while torch uses it.
-        source = torch.from_dlpack(dense.as_tensor())
         n = len(examples)
-        flen = np.array([int(np.asarray(feature_lengths[i])[0]) for i in range(n)])
-        alen = [int(np.asarray(audio_lengths[i])[0]) for i in range(n)]
+        rows = range(offset, offset + n)
+        flen = np.array([int(np.asarray(feature_lengths[i])[0]) for i in rows])
+        alen = [int(np.asarray(audio_lengths[i])[0]) for i in rows]
+        # the group was padded to its longest utterance: cut back to this batch's
+        multiple = self.settings.pad_to_multiple
+        width = -(-int(flen.max()) // multiple) * multiple
+        source = torch.from_dlpack(dense.as_tensor())[offset : offset + n, :width]
         finite = torch.isfinite(source.reshape(n, -1)).all(dim=1).cpu().numpy()
         keep = []
         for i, ex in enumerate(examples):

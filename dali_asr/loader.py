@@ -303,6 +303,7 @@ class AsrLoader:
                 prefetch_queue_depth=settings.prefetch_queue_depth,
                 pad_to_multiple=settings.pad_to_multiple,
                 on_bad_audio=settings.on_bad_audio,
+                decode_batch=settings.decode_batch,
             ),
             report=self.report,
             num_prefetch=self.task.num_prefetch,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-sys.path.insert(0, str(BENCH))
+sys.path.append(str(BENCH))  # the benchmark modules are scripts, not a package
 
 import bench_report  # noqa: E402
 from bench_common import ALL_CONFIGS, BenchConfig, ChildSpec  # noqa: E402
