@@ -134,7 +134,10 @@ class FragmentLoadingConfig:
     use_threads: bool = False
     nb_prefetch: int = 1
     num_parallel_fragments: int = 1
-    cache: bool = True
+    cache: bool = False
+    """The reference's default is true (a memory-mapped copy of every row group read). dali-asr
+    copies each example's bytes out of its row group, so no row group stays resident, and the
+    mapped copy only costs CPU and makes RSS swing (measured: README, benchmarks/RESULTS.md)."""
     cache_dir: str | None = None
 
 

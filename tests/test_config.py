@@ -162,7 +162,8 @@ def test_storage_defaults_are_the_reference_table() -> None:
     assert (fl.drop_null, fl.min_batch_size) == (False, 1)
     assert (fl.non_deterministic_read, fl.use_threads) == (False, False)
     assert (fl.nb_prefetch, fl.num_parallel_fragments) == (1, 1)
-    assert (fl.cache, fl.cache_dir) == (True, None)
+    # the one deliberate difference (README): the reference defaults to a mapped row-group copy
+    assert (fl.cache, fl.cache_dir) == (False, None)
 
 
 def test_no_file_and_an_empty_file_give_the_defaults(tmp_path: Path) -> None:
