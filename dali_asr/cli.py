@@ -216,7 +216,7 @@ def cmd_run(args: argparse.Namespace, config: LoaderConfig) -> int:
         loader.close()
         if dump is not None:
             dump.close()
-    stats.print(time.perf_counter() - start, sys.stdout)
+    stats.print(time.perf_counter() - start, sys.stdout, loader.telemetry.as_dict())
     print(loader.report.summary(), file=sys.stderr)
     return 0
 
@@ -282,7 +282,7 @@ class _RunStats:
         self.samples += sum(batch.audio_size)
         self.languages.update(batch.language)
 
-    def print(self, seconds: float, out) -> None:
+    def print(self, seconds: float, out, telemetry: dict | None = None) -> None:
         audio_s = self.samples / 16_000
         lines = [
             f"batches            {self.batches}",
@@ -291,8 +291,14 @@ class _RunStats:
             f"padding efficiency {self.real / self.padded if self.padded else 1.0:.3f}",
             f"audio s per s      {audio_s / seconds if seconds else 0.0:.0f}",
             f"wall seconds       {seconds:.2f}",
-            "languages (share of examples):",
         ]
+        if telemetry:
+            # how long the loop waited for batches: the loader's share of the wall time
+            lines.append(
+                f"loader stalls      {telemetry['stall_s']:.2f} s "
+                f"(first batch {telemetry['first_wait_s']:.2f} s)"
+            )
+        lines.append("languages (share of examples):")
         for lang, n in sorted(self.languages.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"  {lang:<10} {n / max(1, self.examples):.3f}")
         print("\n".join(lines), file=out)
