@@ -423,7 +423,8 @@ class Feeder:
         # the group was padded to its longest utterance: cut back to this batch's
         multiple = self.settings.pad_to_multiple
         width = -(-int(flen.max()) // multiple) * multiple
-        source = torch.from_dlpack(dense.as_tensor())[offset : offset + n, :width]
+        # a slice of a decode group is not contiguous: one copy on the GPU makes it so
+        source = torch.from_dlpack(dense.as_tensor())[offset : offset + n, :width].contiguous()
         finite = torch.isfinite(source.reshape(n, -1)).all(dim=1).cpu().numpy()
         keep = []
         for i, ex in enumerate(examples):
