@@ -351,13 +351,10 @@ class AsrLoader:
     @property
     def next_plan_index(self) -> int:
         """Index in the epoch's plan of the next batch ``iter()`` or ``plan()`` will give."""
-        if self._resume is not None:
-            return self._resume.at + self._resume.skip
-        return (
-            self._epoch.resume_point().at + self._epoch.resume_point().skip
-            if (self._epoch is not None and not self._epoch.finished)
-            else 0
-        )
+        point = self._resume
+        if point is None and self._epoch is not None and not self._epoch.finished:
+            point = self._epoch.resume_point()
+        return point.at + point.skip if point is not None else 0
 
     def plan(self) -> Iterator[list[Example]]:
         """This rank's plan from the current (or loaded) position, from metadata alone: what

@@ -18,6 +18,16 @@ ESPEAK_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-
 COLUMNS = ["text", "audio_bytes", "audio_size"]
 """The columns stored in Omnilingual's parquet files, in espeak-mini's order."""
 
+# The first milestone's single-pass LENGTH settings (the README's and baseline.md's).
+MILESTONE_TASK = {
+    "min_audio_len": 16_000,
+    "max_audio_len": 480_000,
+    "max_num_elements": 960_000,
+    "num_seqs_multiple_of": 8,
+    "example_shuffle_window": 1,
+    "batch_shuffle_window": 1,
+}
+
 SMALL_ROW_GROUP_SIZE = 40
 
 SMALL_PARTITIONS: list[tuple[str, str]] = [

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import partition_dir, write_parquet
+from conftest import MILESTONE_TASK, partition_dir, write_parquet
 
 from dali_asr.audio_check import BadAudioError
 from dali_asr.config import config_from_dict
@@ -23,15 +23,7 @@ from dali_asr.loader import AsrLoader
 from dali_asr.text import CharTokenizer, Tokenizer
 
 SOURCE = "version=0/corpus=espeak_read/split=train/language=eng_Latn/part-00000.parquet"
-TASK = {
-    "min_audio_len": 16_000,
-    "max_audio_len": 480_000,
-    "max_num_elements": 960_000,
-    "num_seqs_multiple_of": 8,
-    "example_shuffle_window": 1,
-    "batch_shuffle_window": 1,
-    "filter_long_text_threshold": 400,
-}
+TASK = {**MILESTONE_TASK, "filter_long_text_threshold": 400}
 FILE = "corpus=c/split=train/language=eng_Latn/part-0.parquet"
 
 

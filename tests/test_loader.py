@@ -11,19 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
+from conftest import MILESTONE_TASK
 
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.config import LoaderConfig, config_from_dict
 from dali_asr.loader import AsrLoader
 
-LENGTH_TASK = {
-    "min_audio_len": 16_000,
-    "max_audio_len": 480_000,
-    "max_num_elements": 960_000,
-    "num_seqs_multiple_of": 8,
-    "example_shuffle_window": 1,
-    "batch_shuffle_window": 1,
-}
+LENGTH_TASK = MILESTONE_TASK
 
 
 def make_config(**task: object) -> LoaderConfig:

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import write_parquet
+from conftest import MILESTONE_TASK, write_parquet
 
 from dali_asr import cli
 from dali_asr.cli_tools import register
@@ -35,14 +35,7 @@ from dali_asr.text import load_tokenizer
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bucket-vectors.json"
 ONE_PASS = {"mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"}}
-MILESTONE_TASK = {
-    "min_audio_len": 16_000,
-    "max_audio_len": 480_000,
-    "max_num_elements": 960_000,
-    "num_seqs_multiple_of": 8,
-    "example_shuffle_window": 1,
-    "batch_shuffle_window": 1,
-}
+
 CONFIGS: dict[str, dict[str, Any]] = {
     # The reference's defaults: whole-split example shuffle, batch shuffle, 3573 buckets.
     "defaults": ONE_PASS,

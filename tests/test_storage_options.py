@@ -9,19 +9,13 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
+from conftest import MILESTONE_TASK
 
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
 from dali_asr.storage.discovery import DatasetError
 
-TASK = {
-    "min_audio_len": 16_000,
-    "max_audio_len": 480_000,
-    "max_num_elements": 960_000,
-    "num_seqs_multiple_of": 8,
-    "example_shuffle_window": 1,
-    "batch_shuffle_window": 1,
-}
+TASK = MILESTONE_TASK
 
 
 def config(task: dict | None = None, **storage: object):
