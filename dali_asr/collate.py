@@ -1,25 +1,45 @@
-"""Collation of ragged features and token lists into padded batches.
+"""Collation of ragged features and token lists into padded batches: the CPU path.
 
-The NumPy functions here are the CPU path and the reference each GPU kernel in ``kernels/``
-is checked against: one pass over the samples, padding written explicitly.
+Each function here is the NumPy reference of one CUDA kernel in ``kernels/`` (named alike) and
+computes exactly what the kernel computes, in the same precision, so the GPU check can compare
+them cell for cell. :class:`BatchMaker` runs them on the CPU; ``gpu_collate.GpuBatchMaker``
+runs the kernels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
+from dali_asr.fbank import kaldi_frames, log_mel
 from dali_asr.report import ExampleKey
 
 if TYPE_CHECKING:
+    from dali_asr.augment import Augmenter
     from dali_asr.storage.discovery import DataFile
     from dali_asr.storage.examples import Example
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# torch.layer_norm's default epsilon, as the reference's layer norm of the waveform
+LAYER_NORM_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """(x - mean) / sqrt(var + eps) per utterance and channel; ``ddof`` picks the variance."""
+
+    ddof: int
+    eps: float
+
+
+LAYER_NORM = Normalization(ddof=0, eps=LAYER_NORM_EPS)
+# Kaldi fbank standardised per bin with the unbiased std, as the reference's converter
+STANDARDIZE = Normalization(ddof=1, eps=0.0)
 
 
 def padded_width(lengths: Sequence[int], pad_to_multiple: int = 1) -> int:
@@ -27,20 +47,78 @@ def padded_width(lengths: Sequence[int], pad_to_multiple: int = 1) -> int:
     return -(-width // pad_to_multiple) * pad_to_multiple
 
 
-def collate_audio(samples: Sequence[np.ndarray], pad_to_multiple: int = 1) -> np.ndarray:
-    """Stack [T] or [T, F] float arrays into [B, T_max(, F)], zero-padded at the end."""
-    lengths = [len(s) for s in samples]
-    width = padded_width(lengths, pad_to_multiple)
-    tail = samples[0].shape[1:] if samples else ()
-    out = np.empty((len(samples), width, *tail), dtype=np.float32)
-    for i, (s, n) in enumerate(zip(samples, lengths, strict=True)):
-        out[i, :n] = s
-        out[i, n:] = 0
+def segment_stats(samples: Sequence[np.ndarray]) -> np.ndarray:
+    """Reference of ``segment_stats.cu``: float64 [B, F, 3], per utterance and channel the sum
+    and sum of squares of the finite values and the count of non-finite ones."""
+    channels = samples[0].shape[1] if samples and samples[0].ndim == 2 else 1
+    out = np.zeros((len(samples), channels, 3))
+    for b, s in enumerate(samples):
+        x = np.asarray(s, np.float64).reshape(len(s), channels)
+        finite = np.isfinite(x)
+        x = np.where(finite, x, 0.0)
+        out[b, :, 0] = x.sum(axis=0)
+        out[b, :, 1] = (x * x).sum(axis=0)
+        out[b, :, 2] = (~finite).sum(axis=0)
     return out
 
 
+def mean_and_scale(
+    stats: np.ndarray, lengths: np.ndarray, norm: Normalization
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 [B, F] mean and 1/std from ``segment_stats``; a constant channel gets scale 0
+    (it comes out as zeros instead of NaN)."""
+    n = lengths.astype(np.float64)[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(n > 0, stats[..., 0] / n, 0.0)
+        var = np.maximum(np.where(n > 0, stats[..., 1] / n - mean * mean, 0.0), 0.0)
+        var = np.where(n > norm.ddof, var * n / (n - norm.ddof), 0.0)
+        denominator = var + norm.eps
+        scale = np.where(denominator > 0, 1.0 / np.sqrt(denominator), 0.0)
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+def to_bfloat16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (uint16), rounding to nearest even; NaN → 0x7FC0."""
+    bits = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+    return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
+
+
+def collate_audio(
+    samples: Sequence[np.ndarray],
+    dtype: str = "float32",
+    pad_to_multiple: int = 1,
+    norm: Normalization | None = None,
+    stats: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference of ``collate_audio.cu``: [T] or [T, F] float32 samples → [B, W(, F)] in the
+    training dtype (bfloat16 as its uint16 bit patterns), zero-padded, optionally normalised
+    per utterance and channel; and the bool padding mask [B, W]."""
+    lengths = np.array([len(s) for s in samples], dtype=np.int64)
+    width = padded_width(lengths.tolist(), pad_to_multiple)
+    tail = samples[0].shape[1:] if samples else ()
+    out = np.zeros((len(samples), width, *tail), dtype=np.float32)
+    if norm is not None:
+        stats = segment_stats(samples) if stats is None else stats
+        mean, scale = mean_and_scale(stats, lengths, norm)
+    for b, (s, n) in enumerate(zip(samples, lengths, strict=True)):
+        if norm is None:
+            out[b, :n] = s
+        else:
+            m, k = (mean[b], scale[b]) if tail else (mean[b, 0], scale[b, 0])
+            out[b, :n] = (s - m) * k
+    mask = np.arange(width)[None, :] >= lengths[:, None]
+    if dtype == "bfloat16":
+        return to_bfloat16_bits(out), mask
+    if dtype == "float16":
+        with np.errstate(over="ignore"):  # beyond float16's range is inf, as in the kernel
+            return out.astype(np.float16), mask
+    return out, mask
+
+
 def collate_targets(tokens: Sequence[np.ndarray], pad_idx: int) -> np.ndarray:
-    """Token id lists → int64 [B, L_max] padded with ``pad_idx``."""
+    """Reference of ``collate_targets.cu``: token id lists → int64 [B, L_max] padded with
+    ``pad_idx``."""
     width = max((len(t) for t in tokens), default=0)
     out = np.full((len(tokens), width), pad_idx, dtype=np.int64)
     for i, t in enumerate(tokens):
@@ -48,68 +126,101 @@ def collate_targets(tokens: Sequence[np.ndarray], pad_idx: int) -> np.ndarray:
     return out
 
 
-def padding_mask(lengths: np.ndarray, width: int) -> np.ndarray:
-    """Bool [B, width], True where a position is padding."""
-    return np.arange(width)[None, :] >= lengths[:, None]
-
-
-def to_torch_audio(array: np.ndarray, dtype: str) -> torch.Tensor:
+def audio_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
+    """The collated NumPy array as a torch tensor of ``dtype`` (bfloat16 comes as bits)."""
     tensor = torch.from_numpy(array)
-    return tensor if dtype == "float32" else tensor.to(TORCH_DTYPES[dtype])
+    return tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
+
+
+def fbank_features(audio: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Unnormalised Kaldi log-mel fbank per utterance: [frames, 80] views of one buffer."""
+    frames, offsets = kaldi_frames(audio)
+    mel = log_mel(frames)
+    return [mel[offsets[b] : offsets[b + 1]] for b in range(len(audio))]
+
+
+@dataclass
+class Decoded:
+    """One planned batch's decoded audio, before anything is dropped: samples per file and
+    non-finite values per file (int64 [B]), and what the maker needs to collate it."""
+
+    lengths: np.ndarray
+    nonfinite: np.ndarray
+    payload: Any
 
 
 class BatchMaker:
-    """Turns a planned batch and its features into a ``Seq2SeqBatch``: the NumPy path on the
-    CPU, tensors DALI already padded (taken by DLPack) on the GPU."""
+    """Turns a planned batch and its decoded audio into a ``Seq2SeqBatch`` with the NumPy
+    references (the CPU path)."""
 
     def __init__(
-        self, files: Sequence[DataFile], pad_idx: int, dtype: str, pad_to_multiple: int = 1
+        self,
+        files: Sequence[DataFile],
+        pad_idx: int,
+        dtype: str,
+        pad_to_multiple: int = 1,
+        *,
+        use_fbank: bool = False,
+        normalize_audio: bool = False,
+        augmenter: Augmenter | None = None,
     ) -> None:
         self.files = files
         self.pad_idx = pad_idx
         self.dtype = dtype
         self.pad_to_multiple = pad_to_multiple
+        self.use_fbank = use_fbank
+        self.norm = STANDARDIZE if use_fbank else (LAYER_NORM if normalize_audio else None)
+        self.augmenter = augmenter
 
     def key(self, ex: Example) -> ExampleKey:
         return ExampleKey(self.files[ex.file_index].rel, ex.row_group, ex.row)
 
-    def from_arrays(self, examples: list[Example], features: list[np.ndarray]) -> Seq2SeqBatch:
-        lengths = np.array([len(f) for f in features], dtype=np.int64)
-        source = collate_audio(features, self.pad_to_multiple)
-        return self._batch(
+    def run(self, pipe) -> tuple:
+        """One DALI iteration (host-synchronised outputs on the CPU)."""
+        return pipe.run()
+
+    def decoded(self, outputs, rows: range) -> Decoded:
+        """DALI's outputs for one planned batch: lengths, non-finite counts, the arrays."""
+        audio, audio_lengths = outputs
+        arrays = [np.asarray(audio[i]) for i in rows]
+        lengths = np.array([int(np.asarray(audio_lengths[i])[0]) for i in rows], dtype=np.int64)
+        nonfinite = np.array([a.size - np.count_nonzero(np.isfinite(a)) for a in arrays])
+        return Decoded(lengths, nonfinite, arrays)
+
+    def make(
+        self, examples: list[Example], decoded: Decoded, keep: list[int], plan_index: int = 0
+    ) -> Seq2SeqBatch:
+        """The batch of ``examples`` (the kept ones), whose audio is ``decoded`` at ``keep``."""
+        audio = [decoded.payload[i] for i in keep]
+        features = fbank_features(audio) if self.use_fbank else audio
+        source, mask = collate_audio(features, self.dtype, self.pad_to_multiple, self.norm)
+        if self.use_fbank and self.augmenter is not None and self.augmenter.masks_spectrum:
+            keys = [self.key(ex) for ex in examples]
+            freq, time = self.augmenter.masks(keys, plan_index, [len(f) for f in features])
+            self.augmenter.apply(source, freq, time)
+        return self.batch(
             examples,
-            to_torch_audio(source, self.dtype),
-            torch.from_numpy(lengths),
-            torch.from_numpy(padding_mask(lengths, source.shape[1])),
+            audio_tensor(source, self.dtype),
+            torch.tensor([len(f) for f in features], dtype=torch.int64),
+            torch.from_numpy(mask),
+            torch.from_numpy(collate_targets([ex.tokens for ex in examples], self.pad_idx)),
         )
 
-    def from_dense(
-        self, examples: list[Example], source: torch.Tensor, lengths: np.ndarray
-    ) -> Seq2SeqBatch:
-        """``source`` is DALI's padded output as a torch tensor (already on the GPU)."""
-        dtype = TORCH_DTYPES[self.dtype]
-        if source.dtype != dtype:
-            source = source.to(dtype)
-        lens = torch.from_numpy(lengths.astype(np.int64)).to(source.device)
-        mask = torch.arange(source.shape[1], device=source.device)[None, :] >= lens[:, None]
-        return self._batch(examples, source, lens, mask)
-
-    def _batch(
+    def batch(
         self,
         examples: list[Example],
         source: torch.Tensor,
         lengths: torch.Tensor,
         mask: torch.Tensor,
+        targets: torch.Tensor,
     ) -> Seq2SeqBatch:
-        tokens = [ex.tokens for ex in examples]
-        targets = torch.from_numpy(collate_targets(tokens, self.pad_idx))
         files = [self.files[ex.file_index] for ex in examples]
         return Seq2SeqBatch(
             source_seqs=source,
             source_seq_lens=lengths,
             source_padding_mask=mask,
-            target_seqs=targets.to(source.device),
-            target_seq_lens=torch.tensor([len(t) for t in tokens]).to(source.device),
+            target_seqs=targets,
+            target_seq_lens=torch.tensor([len(ex.tokens) for ex in examples]).to(source.device),
             keys=[self.key(ex) for ex in examples],
             language=[f.language for f in files],
             corpus=[f.corpus for f in files],

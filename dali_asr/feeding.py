@@ -30,7 +30,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from dali_asr import sharding
 from dali_asr.audio_check import (
@@ -42,7 +41,7 @@ from dali_asr.audio_check import (
 )
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.collate import BatchMaker
-from dali_asr.graph import FeatureSpec, build_pipeline
+from dali_asr.graph import build_pipeline
 from dali_asr.report import SkipReport
 from dali_asr.storage.examples import Example, fill_audio
 
@@ -78,6 +77,8 @@ class Planned:
     examples: list[Example]
     state_at: int = 0
     state: dict | None = None
+    speed: np.ndarray | None = None
+    """Speed perturbation factors of the examples, when it is on."""
 
 
 @dataclass
@@ -154,13 +155,11 @@ class Failure:
 
 @dataclass
 class PipelineSettings:
-    spec: FeatureSpec
     max_batch_size: int
     num_threads: int
     device: str
     device_id: int | None
     prefetch_queue_depth: int
-    pad_to_multiple: int
     on_bad_audio: str
     decode_batch: int = 32
 
@@ -250,7 +249,7 @@ class Feeder:
             raise BadAudioError(f"{key}: {reason}{detail} (dali_asr.on_bad_audio is 'error')")
         self.report.add(key, reason)
 
-    def _source(self) -> list[np.ndarray]:
+    def _source(self) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         """Called by DALI, in the feeding thread, for every iteration it schedules: one or
         more planned batches, up to ``decode_batch`` files when more are ready, so DALI's
         threads are not left idle by a batch of two long files. Errors end the epoch through
@@ -281,7 +280,14 @@ class Feeder:
             group.append(item)
             files += len(item.examples)
         self._in_dali.append(group)
-        return [ex.audio for planned in group for ex in planned.examples]
+        encoded = [ex.audio for planned in group for ex in planned.examples]
+        augmenter = self.maker.augmenter
+        if augmenter is None or not augmenter.perturbs_speed:
+            return encoded
+        for planned in group:
+            keys = [self.maker.key(ex) for ex in planned.examples]
+            planned.speed = augmenter.speed_factors(keys, planned.index)
+        return encoded, [np.float32(f) for planned in group for f in planned.speed]
 
     def _next_planned(self, wait: bool) -> object:
         # replayed batches (after a DALI failure) come before anything held or queued
@@ -318,15 +324,15 @@ class Feeder:
 
     def _build(self):
         s = self.settings
+        augmenter = self.maker.augmenter
         pipe = build_pipeline(
             self._source,
-            s.spec,
             max_batch_size=s.max_batch_size + s.decode_batch,
             num_threads=s.num_threads,
             device=s.device,
             device_id=s.device_id,
             prefetch_queue_depth=s.prefetch_queue_depth,
-            pad_to_multiple=s.pad_to_multiple,
+            speed_perturb=augmenter is not None and augmenter.perturbs_speed,
         )
         pipe.build()
         return pipe
@@ -336,7 +342,7 @@ class Feeder:
             pipe = self._build()
             while not self._stop.is_set():
                 try:
-                    outputs = pipe.run()
+                    outputs = self.maker.run(pipe)
                 except StopIteration:
                     break
                 except RuntimeError as e:
@@ -347,7 +353,7 @@ class Feeder:
                     continue
                 offset = 0
                 for planned in self._in_dali.popleft():
-                    batch = self._collate(planned.examples, outputs, offset)
+                    batch = self._collate(planned, outputs, offset)
                     offset += len(planned.examples)
                     if batch is None:
                         self.batches_dropped += 1
@@ -395,46 +401,20 @@ class Feeder:
         self._replay.extendleft(reversed(replay))
         return self._build()
 
-    def _collate(self, examples: list[Example], outputs, offset: int) -> Seq2SeqBatch | None:
-        """The batch of ``examples``, whose features are DALI's outputs from ``offset`` on."""
-        if self.settings.device == "gpu":
-            return self._collate_gpu(examples, outputs, offset)
-        features, audio_lengths = outputs
-        kept, arrays = [], []
-        for i, ex in enumerate(examples, start=offset):
-            array = np.asarray(features[i])
-            decoded = int(np.asarray(audio_lengths[i])[0])
-            reason = check_decoded(ex.audio_size, decoded, bool(np.isfinite(array).all()))
+    def _collate(self, planned: Planned, outputs, offset: int) -> Seq2SeqBatch | None:
+        """The batch of ``planned``, whose audio is DALI's outputs from ``offset`` on, less
+        the files that decoded to the wrong length or to NaN/inf."""
+        examples = planned.examples
+        decoded = self.maker.decoded(outputs, range(offset, offset + len(examples)))
+        speed = planned.speed if planned.speed is not None else np.ones(len(examples))
+        kept, keep = [], []
+        for i, ex in enumerate(examples):
+            # speed perturbation changes the length by 1 / factor
+            expected = round(ex.audio_size / float(speed[i]))
+            reason = check_decoded(expected, int(decoded.lengths[i]), decoded.nonfinite[i] == 0)
             if reason is None:
                 kept.append(ex)
-                arrays.append(array)
-            else:
-                self._skip(ex, reason)
-        return self.maker.from_arrays(kept, arrays) if kept else None
-
-    def _collate_gpu(self, examples: list[Example], outputs, offset: int) -> Seq2SeqBatch | None:
-        dense, feature_lengths, audio_lengths = outputs
-        # run() without a stream returns host-synchronised outputs; the DLPack capsule holds a
-        # reference to DALI's buffer, so it stays valid while torch uses it.
-        n = len(examples)
-        rows = range(offset, offset + n)
-        flen = np.array([int(np.asarray(feature_lengths[i])[0]) for i in rows])
-        alen = [int(np.asarray(audio_lengths[i])[0]) for i in rows]
-        # the group was padded to its longest utterance: cut back to this batch's
-        multiple = self.settings.pad_to_multiple
-        width = -(-int(flen.max()) // multiple) * multiple
-        # a slice of a decode group is not contiguous: one copy on the GPU makes it so
-        source = torch.from_dlpack(dense.as_tensor())[offset : offset + n, :width].contiguous()
-        finite = torch.isfinite(source.reshape(n, -1)).all(dim=1).cpu().numpy()
-        keep = []
-        for i, ex in enumerate(examples):
-            reason = check_decoded(ex.audio_size, alen[i], bool(finite[i]))
-            if reason is None:
                 keep.append(i)
             else:
                 self._skip(ex, reason)
-        if not keep:
-            return None
-        if len(keep) < n:
-            source = source[torch.tensor(keep, device=source.device)]
-        return self.maker.from_dense([examples[i] for i in keep], source, flen[keep])
+        return self.maker.make(kept, decoded, keep, planned.index) if kept else None

@@ -1,0 +1,278 @@
+"""The GPU path after DALI: the CuPy kernels of ``kernels/`` turn DALI's ragged GPU outputs
+into a ``Seq2SeqBatch`` of torch tensors, with no copy on the way to torch.
+
+Streams and lifetimes, which is what makes this safe:
+
+- DALI runs with ``pipe.run(stream)`` on this maker's side stream, so its outputs are ordered
+  on that stream; every kernel, cuFFT and cuBLAS call below is launched on the same stream
+  (CuPy's current stream is an ``ExternalStream`` over it), so no kernel reads an output
+  before DALI has written it.
+- The outputs are written into tensors torch allocated on that stream; CuPy sees them through
+  DLPack (the same memory: ``gpu_check.py`` checks the pointers). After the last launch of a
+  batch an event is recorded; the training thread makes its own stream wait for that event
+  and ``record_stream``s the tensors (:func:`hand_over`), so torch does not reuse their memory
+  before the training step that reads them has run.
+- DALI's output buffers (and CuPy's scratch buffers) are kept referenced, with that event,
+  until the event has completed (``_KeepAlive``): DALI cannot recycle an output the kernels
+  have not read yet.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dali_asr.batch import Seq2SeqBatch
+from dali_asr.collate import TORCH_DTYPES, BatchMaker, Decoded, Normalization, padded_width
+from dali_asr.fbank import FFT_SIZE, NUM_MEL_BINS, frame_offsets, log_mel, povey_window
+from dali_asr.storage.examples import Example
+
+KERNEL_FUNCTIONS = {
+    "segment_stats": ("segment_stats",),
+    "collate_audio": ("collate_audio_f32", "collate_audio_f16", "collate_audio_bf16"),
+    "collate_targets": ("collate_targets",),
+    "kaldi_frames": ("kaldi_frames",),
+    "spec_augment": ("spec_augment_32", "spec_augment_16"),
+}
+_DTYPE_SUFFIX = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
+_BLOCK = 256
+_MAX_BLOCKS = 1024
+_KEEP_ALIVE = 64
+
+
+def kernel_dir() -> Path:
+    """``kernels/`` of a source checkout, else the copy a wheel installs under the prefix."""
+    here = Path(__file__).resolve().parents[1] / "kernels"
+    return here if here.is_dir() else Path(sys.prefix) / "share" / "dali-asr" / "kernels"
+
+
+def kernel_source(name: str) -> str:
+    return (kernel_dir() / f"{name}.cu").read_text(encoding="utf-8")
+
+
+class Kernels:
+    """Every kernel of ``kernels/``, compiled once per process and device by CuPy (NVRTC)."""
+
+    def __init__(self) -> None:
+        import cupy
+
+        self.functions: dict[str, Any] = {}
+        for file, names in KERNEL_FUNCTIONS.items():
+            module = cupy.RawModule(code=kernel_source(file), options=("-std=c++17",))
+            for name in names:
+                self.functions[name] = module.get_function(name)
+
+    def __getitem__(self, name: str) -> Any:
+        return self.functions[name]
+
+
+def _grid(cells: int, rows: int) -> tuple[int, int]:
+    return (max(1, min(_MAX_BLOCKS, -(-cells // _BLOCK))), rows)
+
+
+class _KeepAlive:
+    """Objects the GPU may still read, each released once its event has completed."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[torch.cuda.Event, object]] = deque()
+
+    def add(self, event: torch.cuda.Event, refs: object) -> None:
+        while self._items and self._items[0][0].query():
+            self._items.popleft()
+        if len(self._items) >= _KEEP_ALIVE:
+            event_, _ = self._items.popleft()
+            event_.synchronize()
+        self._items.append((event, refs))
+
+
+class GpuKernels:
+    """Launchers: each takes and returns device arrays, launched on CuPy's current stream."""
+
+    def __init__(self) -> None:
+        self.k = Kernels()
+
+    def segment_stats(self, ptrs, lengths, channels: int):
+        import cupy
+
+        out = cupy.zeros((len(lengths), channels, 3), dtype=cupy.float64)
+        if len(lengths) == 0:
+            return out
+        block = channels * max(1, _BLOCK // channels)
+        cells = int(max(lengths, default=0)) * channels
+        grid = (max(1, min(_MAX_BLOCKS, -(-cells // block))), len(lengths))
+        args = (cupy.asarray(ptrs), cupy.asarray(lengths), np.int32(channels), out)
+        self.k["segment_stats"](grid, (block,), args, shared_mem=3 * block * 8)
+        return out
+
+    def collate_audio(self, ptrs, lengths, channels, width, stats, norm, dtype, out, mask):
+        import cupy
+
+        null = np.uint64(0)
+        args = (
+            cupy.asarray(ptrs),
+            cupy.asarray(lengths),
+            np.int32(channels),
+            np.int64(width),
+            null if stats is None else stats,
+            np.int32(norm.ddof if norm else 0),
+            np.float32(norm.eps if norm else 0.0),
+            out,
+            mask,
+        )
+        name = f"collate_audio_{_DTYPE_SUFFIX[dtype]}"
+        self.k[name](_grid(width * channels, len(lengths)), (_BLOCK,), args)
+
+    def collate_targets(self, tokens: Sequence[np.ndarray], pad_idx: int, out) -> None:
+        import cupy
+
+        offsets = np.concatenate(([0], np.cumsum([len(t) for t in tokens]))).astype(np.int64)
+        flat = np.concatenate([np.asarray(t, np.int64) for t in tokens] or [np.zeros(0, np.int64)])
+        width = out.shape[1]
+        args = (cupy.asarray(flat), cupy.asarray(offsets), np.int64(width), np.int64(pad_idx), out)
+        self.k["collate_targets"](_grid(width, len(tokens)), (_BLOCK,), args)
+
+    def kaldi_frames(self, ptrs, offsets: np.ndarray):
+        import cupy
+
+        total = int(offsets[-1])
+        frames = cupy.empty((total, FFT_SIZE), dtype=cupy.float32)
+        args = (
+            cupy.asarray(ptrs),
+            cupy.asarray(offsets),
+            np.int32(len(offsets) - 1),
+            cupy.asarray(povey_window()),
+            frames,
+        )
+        self.k["kaldi_frames"]((total,), (128,), args)
+        return frames
+
+    def spec_augment(self, data, freq: np.ndarray, time: np.ndarray) -> None:
+        import cupy
+
+        batch, width, channels = data.shape
+        name = "spec_augment_32" if data.dtype.itemsize == 4 else "spec_augment_16"
+        args = (
+            data,
+            np.int64(width),
+            np.int32(channels),
+            cupy.asarray(freq),
+            np.int32(freq.shape[1]),
+            cupy.asarray(time),
+            np.int32(time.shape[1]),
+        )
+        self.k[name](_grid(width * channels, batch), (_BLOCK,), args)
+
+
+def as_cupy(tensor: torch.Tensor):
+    """The tensor's memory as a CuPy array (16-bit floats as int16: CuPy has no bfloat16)."""
+    import cupy
+
+    if tensor.dtype in (torch.bfloat16, torch.float16):
+        tensor = tensor.view(torch.int16)
+    return cupy.from_dlpack(tensor)
+
+
+def hand_over(batch: Seq2SeqBatch) -> None:
+    """In the training thread: order its current stream after the batch's kernels and tell
+    torch's allocator that stream uses the batch's tensors."""
+    event = batch.ready
+    if event is None:
+        return
+    stream = torch.cuda.current_stream(batch.source_seqs.device)
+    stream.wait_event(event)
+    for t in (batch.source_seqs, batch.source_seq_lens, batch.source_padding_mask):
+        t.record_stream(stream)
+    for t in (batch.target_seqs, batch.target_seq_lens):
+        t.record_stream(stream)
+    batch.ready = None
+
+
+class GpuBatchMaker(BatchMaker):
+    """``BatchMaker`` with the kernels: DALI's GPU outputs in, a GPU ``Seq2SeqBatch`` out."""
+
+    def __init__(self, *args: Any, device_id: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        import cupy
+
+        self.device = torch.device("cuda", device_id)
+        self.stream = torch.cuda.Stream(self.device)
+        self._cupy_device = cupy.cuda.Device(device_id)
+        with self._cupy_device:
+            self._cupy_stream = cupy.cuda.ExternalStream(self.stream.cuda_stream, device_id)
+            self.kernels = GpuKernels()
+        self._alive = _KeepAlive()
+
+    def run(self, pipe) -> tuple:
+        """One DALI iteration, its outputs ordered on this maker's stream (no host sync)."""
+        return pipe.run(self.stream)
+
+    def decoded(self, outputs, rows: range) -> Decoded:
+        audio, audio_lengths = outputs
+        lengths = np.array([int(np.asarray(audio_lengths[i])[0]) for i in rows], dtype=np.int64)
+        ptrs = np.array([audio[i].data_ptr() for i in rows], dtype=np.uint64)
+        with self._cupy_device, self._cupy_stream:
+            stats = self.kernels.segment_stats(ptrs, lengths, 1)
+            # the one host sync of a batch: which files hold NaN/inf decides what is kept
+            nonfinite = stats[:, 0, 2].get(stream=self._cupy_stream)
+        return Decoded(lengths, nonfinite.astype(np.int64), (ptrs, stats, outputs))
+
+    def make(
+        self, examples: list[Example], decoded: Decoded, keep: list[int], plan_index: int = 0
+    ) -> Seq2SeqBatch:
+        import cupy
+
+        ptrs, audio_stats, outputs = decoded.payload
+        keep_at = np.asarray(keep, dtype=np.int64)
+        ptrs, lengths = ptrs[keep_at], decoded.lengths[keep_at]
+        scratch: list[object] = [outputs]
+        with self._cupy_device, self._cupy_stream, torch.cuda.stream(self.stream):
+            if self.use_fbank:
+                offsets = frame_offsets(lengths.tolist())
+                frames = self.kernels.kaldi_frames(ptrs, offsets)
+                mel = log_mel(frames, cupy)
+                lengths = np.diff(offsets)
+                ptrs = (mel.data.ptr + offsets[:-1] * NUM_MEL_BINS * 4).astype(np.uint64)
+                stats = self.kernels.segment_stats(ptrs, lengths, NUM_MEL_BINS)
+                scratch += [frames, mel]
+                channels = NUM_MEL_BINS
+            else:
+                stats = audio_stats[cupy.asarray(keep_at)] if self.norm else None
+                channels = 1
+            source, mask = self._collate(ptrs, lengths, channels, stats)
+            if self.use_fbank and self.augmenter is not None and self.augmenter.masks_spectrum:
+                keys = [self.key(ex) for ex in examples]
+                freq, time = self.augmenter.masks(keys, plan_index, lengths.tolist())
+                self.kernels.spec_augment(as_cupy(source), freq, time)
+            tokens = [ex.tokens for ex in examples]
+            targets = torch.empty(
+                (len(tokens), max((len(t) for t in tokens), default=0)),
+                dtype=torch.int64,
+                device=self.device,
+            )
+            if targets.numel():
+                self.kernels.collate_targets(tokens, self.pad_idx, as_cupy(targets))
+            seq_lens = torch.from_numpy(lengths).to(self.device, non_blocking=True)
+            event = self.stream.record_event()
+        self._alive.add(event, scratch)
+        batch = self.batch(examples, source, seq_lens, mask, targets)
+        batch.ready = event
+        return batch
+
+    def _collate(self, ptrs, lengths, channels: int, stats) -> tuple[torch.Tensor, torch.Tensor]:
+        width = padded_width(lengths.tolist(), self.pad_to_multiple)
+        shape = (len(lengths), width) + ((channels,) if channels > 1 else ())
+        source = torch.empty(shape, dtype=TORCH_DTYPES[self.dtype], device=self.device)
+        mask = torch.empty((len(lengths), width), dtype=torch.bool, device=self.device)
+        if source.numel():
+            norm: Normalization | None = self.norm
+            self.kernels.collate_audio(
+                ptrs, lengths, channels, width, stats, norm, self.dtype,
+                as_cupy(source), as_cupy(mask),
+            )  # fmt: skip
+        return source, mask
