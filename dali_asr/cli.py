@@ -197,7 +197,7 @@ def cmd_run(args: argparse.Namespace, config: LoaderConfig) -> int:
         total = len(loader) * args.epochs
         if args.max_batches is not None:
             total = min(total, args.max_batches)
-    stats = _RunStats(loader.spec.use_fbank)
+    stats = _RunStats(loader.task.use_fbank)
     dump = open(args.dump_batches, "w", encoding="utf-8") if args.dump_batches else None  # noqa: SIM115
     start = time.perf_counter()
     try:

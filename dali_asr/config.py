@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from dali_asr.augment import SpecAugmentSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -194,6 +196,14 @@ class DaliAsrSettings:
     reference_train_stream: bool = False
     """Reproduce the reference's training stream batch for batch, quirks included: partition
     seeds offset by the world size and each partition's first example discarded."""
+    speed_perturb: list[float] | None = None
+    """Speed perturbation (off by default): each example's factor is drawn from this list,
+    e.g. [0.9, 1.0, 1.1], seeded per example; a factor f makes the audio 1/f as long (a batch
+    can then exceed max_num_elements by up to 1/min(f))."""
+    spec_augment: SpecAugmentSettings = field(default_factory=SpecAugmentSettings)
+    """SpecAugment on fbank (off by default: ``p: 0``); real frequency and time masks."""
+    augment_seed: int = 0
+    """Seed of every augmentation draw (with the example's key and the batch's plan index)."""
 
 
 @dataclass
@@ -246,6 +256,21 @@ class LoaderConfig:
         _require(d.sort_window >= 1, "dali_asr.sort_window", ">= 1")
         _require(d.state_every >= 1, "dali_asr.state_every", ">= 1")
         _require(d.decode_batch >= 1, "dali_asr.decode_batch", ">= 1")
+        _require(
+            d.speed_perturb is None
+            or (
+                isinstance(d.speed_perturb, list)
+                and all(isinstance(f, (int, float)) and 0.5 <= f <= 2.0 for f in d.speed_perturb)
+            ),
+            "dali_asr.speed_perturb",
+            "null or a list of speed factors between 0.5 and 2.0, e.g. [0.9, 1.0, 1.1]",
+        )
+        a = d.spec_augment
+        _require(0.0 <= a.p <= 1.0, "dali_asr.spec_augment.p", "a probability in [0, 1]")
+        for key in ("num_freq_masks", "max_freq_width", "num_time_masks", "max_time_width"):
+            _require(getattr(a, key) >= 0, f"dali_asr.spec_augment.{key}", ">= 0")
+        ratio_ok = 0.0 <= a.max_time_ratio <= 1.0
+        _require(ratio_ok, "dali_asr.spec_augment.max_time_ratio", "in [0, 1]")
         _require(
             d.telemetry_log_every is None or d.telemetry_log_every >= 1,
             "dali_asr.telemetry_log_every",
