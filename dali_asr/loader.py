@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import torch
 
 from dali_asr import sharding
+from dali_asr.augment import make_augmenter
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.collate import BatchMaker
 from dali_asr.config import (
@@ -42,7 +43,7 @@ from dali_asr.feeding import (
     Resume,
     planned_batches,
 )
-from dali_asr.graph import FeatureSpec
+from dali_asr.gpu_collate import hand_over
 from dali_asr.planning import (
     ChainedPlanner,
     Example,
@@ -155,7 +156,6 @@ class AsrLoader:
         self.report = SkipReport()
         self.telemetry = Telemetry(log_every=self.config.dali_asr.telemetry_log_every)
         """Padding, batch sizes, loader stalls and language shares; ``telemetry.as_dict()``."""
-        self.spec = FeatureSpec(self.task.use_fbank, self.task.normalize_audio)
         self._len: int | None = None
         self._epoch: _Epoch | None = None
         self._resume: Resume | None = None
@@ -295,13 +295,11 @@ class AsrLoader:
             plan=lambda: planned_batches(planner, files, resume, every, carry, final, deal),
             maker=self.batch_maker(),
             settings=PipelineSettings(
-                spec=self.spec,
                 max_batch_size=max_batch_size(self.task),
                 num_threads=settings.num_threads,
                 device=self.device,
                 device_id=self.device_id,
                 prefetch_queue_depth=settings.prefetch_queue_depth,
-                pad_to_multiple=settings.pad_to_multiple,
                 on_bad_audio=settings.on_bad_audio,
                 decode_batch=settings.decode_batch,
             ),
@@ -403,12 +401,21 @@ class AsrLoader:
             self._resume = Resume(at, state["plan_state"], int(state["consumed"]) - at)
 
     def batch_maker(self) -> BatchMaker:
-        return BatchMaker(
-            self.files.files,
-            self.tokenizer.pad_idx,
-            self.config.output_dtype,
-            self.config.dali_asr.pad_to_multiple,
-        )
+        """The collation of this loader's device: NumPy references on the CPU, the CUDA
+        kernels (``gpu_collate``) on the GPU."""
+        settings = self.config.dali_asr
+        args = (self.files.files, self.tokenizer.pad_idx, self.config.output_dtype)
+        kwargs = {
+            "pad_to_multiple": settings.pad_to_multiple,
+            "use_fbank": self.task.use_fbank,
+            "normalize_audio": self.task.normalize_audio,
+            "augmenter": make_augmenter(settings),
+        }
+        if self.device == "gpu":
+            from dali_asr.gpu_collate import GpuBatchMaker
+
+            return GpuBatchMaker(*args, device_id=self.device_id, **kwargs)
+        return BatchMaker(*args, **kwargs)
 
     def close(self) -> None:
         """Stop the threads of the running epoch and remove a temporary row-group cache;
@@ -478,6 +485,7 @@ class _Epoch(Iterator[Seq2SeqBatch]):
         self._consumed = (batch.plan_index // self._world + 1) * self._world
         if batch.plan_state is not None:
             self._state_at, self._state = batch.plan_state
+        hand_over(batch)
         self._owner.telemetry.record(batch, time.perf_counter() - asked)
         return batch
 
