@@ -48,7 +48,6 @@ def build_pipeline(
             encoded, factor = fn.external_source(
                 source=source,
                 num_outputs=2,
-                name="encoded",
                 dtype=[types.UINT8, types.FLOAT],
                 ndim=[1, 0],
                 batch=True,

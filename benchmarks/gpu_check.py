@@ -1,0 +1,473 @@
+"""Everything GPU-only, in one run of a few minutes, ending in a table (and JSON with --json).
+
+On a machine with an NVIDIA GPU and DALI:
+
+    python benchmarks/gpu_check.py [--data ../shared/data/espeak-mini] [--threads 16] [--json F]
+
+Rows: cuFFT and the GPU graph build; every kernel against its NumPy reference on random inputs
+with poisoned output buffers; zero copy (the torch tensor's pointer is the kernel's output);
+GPU against CPU features through the loader (waveform 1e-5, fbank 1e-4); GPU memory over 500
+variable-size batches; throughput of decode-only, waveform and fbank (audio-s/s); features +
+collation time per 960,000-sample batch; the collate kernel's bandwidth against a
+device-to-device copy; and the ``gpu``-marked pytest tests. Exit status 1 if any check fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+ESPEAK = REPO.parent / "shared" / "data" / "espeak-mini"
+sys.path.insert(0, str(REPO))
+
+ROWS: list[dict] = []
+
+
+def row(check: str, ok: bool | None, value: str, goal: str = "") -> None:
+    ROWS.append({"check": check, "ok": ok, "value": value, "goal": goal})
+    mark = {True: "PASS", False: "FAIL", None: "info"}[ok]
+    print(f"[{mark}] {check}: {value}" + (f" (goal {goal})" if goal else ""), flush=True)
+
+
+def guarded(name: str, fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except Exception as e:  # a check that crashes is a failed row, the rest still run
+        row(name, False, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}")
+
+
+# -- kernels against their references -------------------------------------------------------
+
+
+def _ragged(rng, count: int, channels: int, longest: int = 5000) -> list[np.ndarray]:
+    shape = (lambda n: (n,)) if channels == 1 else (lambda n: (n, channels))
+    return [
+        rng.normal(1.0, 3.0, shape(int(n))).astype(np.float32)
+        for n in rng.integers(1, longest, count)
+    ]
+
+
+def _device_samples(samples: list[np.ndarray]):
+    import cupy
+
+    arrays = [cupy.asarray(s) for s in samples]
+    ptrs = np.array([a.data.ptr for a in arrays], dtype=np.uint64)
+    lengths = np.array([len(s) for s in samples], dtype=np.int64)
+    return arrays, ptrs, lengths
+
+
+def check_kernels() -> None:
+    import cupy
+    import torch
+
+    from dali_asr.augment import Augmenter
+    from dali_asr.collate import (
+        LAYER_NORM,
+        STANDARDIZE,
+        TORCH_DTYPES,
+        collate_audio,
+        collate_targets,
+        segment_stats,
+    )  # fmt: skip
+    from dali_asr.fbank import kaldi_frames
+    from dali_asr.gpu_collate import GpuKernels, as_cupy, padded_width
+
+    kernels = GpuKernels()
+    rng = np.random.default_rng(0)
+    worst: dict[str, float] = {}
+    for channels in (1, 80):
+        samples = _ragged(rng, 13, channels, 4000 if channels == 1 else 300)
+        samples[3][5] = np.nan
+        keep, ptrs, lengths = _device_samples(samples)
+        stats = kernels.segment_stats(ptrs, lengths, channels)
+        ref = segment_stats(samples)
+        worst["segment_stats"] = max(
+            worst.get("segment_stats", 0.0),
+            float(np.max(np.abs(stats.get() - ref) / (np.abs(ref) + 1.0))),
+        )
+        for dtype in ("float32", "float16", "bfloat16"):
+            for norm in (None, LAYER_NORM, STANDARDIZE):
+                expected, expected_mask = collate_audio(samples, dtype, 8, norm, stats.get())
+                width = padded_width(lengths.tolist(), 8)
+                shape = (len(samples), width) + ((channels,) if channels > 1 else ())
+                out = torch.full(shape, float("nan"), dtype=TORCH_DTYPES[dtype], device="cuda")
+                mask = torch.ones((len(samples), width), dtype=torch.bool, device="cuda")
+                mask[:, ::2] = False  # poison: the kernel must write every cell
+                kernels.collate_audio(
+                    ptrs, lengths, channels, width, None if norm is None else stats, norm,
+                    dtype, as_cupy(out), as_cupy(mask),
+                )  # fmt: skip
+                got = (
+                    out.view(torch.int16).cpu().numpy() if dtype != "float32" else out.cpu().numpy()
+                )
+                want = expected.view(np.int16) if dtype != "float32" else expected
+                if dtype == "float32":
+                    err = float(np.nanmax(np.abs(got - want))) if np.isfinite(got).sum() else 1.0
+                    err = err if np.array_equal(np.isnan(got), np.isnan(want)) else 1.0
+                else:  # 16-bit: the rounding must be the same bit for bit (1 ulp allowed)
+                    err = float(np.max(np.abs(got.astype(np.int32) - want.astype(np.int32))))
+                worst[f"collate_audio {dtype}"] = max(worst.get(f"collate_audio {dtype}", 0.0), err)
+                if not np.array_equal(mask.cpu().numpy(), expected_mask):
+                    worst["collate_audio mask"] = 1.0
+        del keep
+    tokens = [rng.integers(0, 500, int(n)) for n in rng.integers(0, 40, 9)]
+    out = torch.full((9, max(len(t) for t in tokens)), -7, dtype=torch.int64, device="cuda")
+    kernels.collate_targets(tokens, 1, as_cupy(out))
+    worst["collate_targets"] = float(
+        not np.array_equal(out.cpu().numpy(), collate_targets(tokens, 1))
+    )
+    audio = [rng.normal(0, 0.2, int(n)).astype(np.float32) for n in (399, 400, 16_000, 123_457)]
+    _alive, ptrs, _ = _device_samples(audio)  # device arrays the kernel reads
+    expected_frames, offsets = kaldi_frames(audio)
+    frames = kernels.kaldi_frames(ptrs, offsets).get()
+    worst["kaldi_frames (relative)"] = float(
+        np.max(np.abs(frames - expected_frames)) / np.max(np.abs(expected_frames))
+    )
+    from dali_asr.augment import SpecAugmentSettings
+    from dali_asr.report import ExampleKey
+
+    aug = Augmenter(3, None, SpecAugmentSettings(p=1.0))
+    keys = [ExampleKey("f", 0, i) for i in range(6)]
+    freq, time_ = aug.masks(keys, 0, [300] * 6)
+    for dtype in ("float32", "bfloat16"):
+        data = torch.randn((6, 300, 80), device="cuda").to(TORCH_DTYPES[dtype])
+        expected = (
+            data.cpu().view(torch.int16 if dtype != "float32" else torch.int32).numpy().copy()
+        )
+        Augmenter.apply(expected, freq, time_)
+        kernels.spec_augment(as_cupy(data), freq, time_)
+        got = data.cpu().view(torch.int16 if dtype != "float32" else torch.int32).numpy()
+        worst[f"spec_augment {dtype}"] = float(not np.array_equal(got, expected))
+    cupy.cuda.Device().synchronize()
+    for name, err in worst.items():
+        limit = (
+            1e-9
+            if name == "segment_stats"
+            else 1e-5
+            if "relative" in name
+            else 1e-6
+            if "float32" in name
+            else 1
+            if "16" in name
+            else 0
+        )
+        row(
+            f"kernel {name} = NumPy reference",
+            err <= limit,
+            f"max error {err:.3g}",
+            f"<= {limit:g}",
+        )
+
+
+def check_zero_copy() -> None:
+    import torch
+
+    from dali_asr.gpu_collate import as_cupy
+
+    for dtype in (torch.float32, torch.bfloat16):
+        t = torch.empty((4, 1000), dtype=dtype, device="cuda")
+        view = as_cupy(t)
+        view.fill(0)
+        same = view.data.ptr == t.data_ptr()
+        row(
+            f"zero copy ({dtype}): kernel output pointer == torch tensor pointer",
+            same,
+            f"{view.data.ptr:#x} / {t.data_ptr():#x}",
+        )
+
+
+# -- through the loader ---------------------------------------------------------------------
+
+
+def _config(
+    fbank: bool, device: str, threads: int, normalize: bool = True, split_train: bool = False
+):
+    from dali_asr.config import config_from_dict
+
+    sync = "UNTIL_FIRST" if split_train else "UNTIL_LAST"
+    return config_from_dict(
+        {
+            "asr_task_config": {
+                "min_audio_len": 16_000, "max_audio_len": 480_000, "max_num_elements": 960_000,
+                "num_seqs_multiple_of": 8, "use_fbank": fbank, "normalize_audio": normalize,
+                "example_shuffle_window": 1, "batch_shuffle_window": 1,
+            },
+            "mixture_parquet_storage_config": {"sync_mode": sync},
+            "dali_asr": {"device": device, "num_threads": threads},
+        }
+    )  # fmt: skip
+
+
+def check_gpu_equals_cpu(data: Path, threads: int) -> None:
+    from dali_asr.loader import AsrLoader
+
+    for fbank, tol in ((False, 1e-5), (True, 1e-4)):
+        gpu = list(AsrLoader(data, "dev", _config(fbank, "gpu", threads)))
+        cpu = list(AsrLoader(data, "dev", _config(fbank, "cpu", 2)))
+        assert [b.keys for b in gpu] == [b.keys for b in cpu], "different batches"
+        err = max(
+            float((g.source_seqs.float().cpu() - c.source_seqs.float()).abs().max())
+            for g, c in zip(gpu, cpu, strict=True)
+        )
+        masks = all(
+            bool((g.source_padding_mask.cpu() == c.source_padding_mask).all())
+            for g, c in zip(gpu, cpu, strict=True)
+        )
+        name = "fbank" if fbank else "waveform (layer norm)"
+        row(
+            f"GPU = CPU features, {name}",
+            err <= tol and masks,
+            f"max |Δ| {err:.2e} over {len(gpu)} batches",
+            f"<= {tol:g}",
+        )
+
+
+def check_memory(data: Path, threads: int, batches: int = 500) -> None:
+    import torch
+
+    from dali_asr.loader import AsrLoader
+
+    loader = AsrLoader(data, "train", _config(True, "gpu", threads, split_train=True))
+    used = []
+    for i, batch in enumerate(loader):
+        torch.cuda.current_stream().synchronize()
+        del batch
+        if i in (99, batches - 1):
+            free, total = torch.cuda.mem_get_info()
+            used.append((total - free) / 2**20)
+        if i == batches - 1:
+            break
+    loader.close()
+    growth = used[1] / used[0] - 1
+    row(
+        f"GPU memory over {batches} variable-size batches",
+        growth < 0.05,
+        f"{used[0]:.0f} MiB at 100 → {used[1]:.0f} MiB at {batches} ({growth:+.1%})",
+        "< +5 %",
+    )
+
+
+def _throughput(data: Path, fbank: bool | None, threads: int, passes: int) -> float:
+    """Audio seconds per second over ``passes`` epochs of the dev+train splits; None = decode
+    only (the DALI graph's outputs, no features or collation)."""
+    import torch
+
+    from dali_asr.loader import AsrLoader
+
+    loader = AsrLoader(data, "train", _config(bool(fbank), "gpu", threads))
+    if fbank is None:
+        from dali_asr.gpu_collate import GpuBatchMaker
+
+        maker = loader.batch_maker()
+        assert isinstance(maker, GpuBatchMaker)
+        loader.batch_maker = lambda: _DecodeOnly(maker)  # type: ignore[method-assign]
+    samples, start = 0, None
+    for epoch in range(passes + 1):
+        if epoch == 1:
+            torch.cuda.synchronize()
+            samples, start = 0, time.perf_counter()
+        for batch in loader:
+            samples += sum(batch.audio_size)
+    torch.cuda.synchronize()
+    return samples / 16_000 / (time.perf_counter() - start)
+
+
+class _DecodeOnly:
+    """A maker that takes DALI's outputs and builds nothing: the decode ceiling."""
+
+    def __init__(self, maker) -> None:
+        self.inner, self.augmenter = maker, None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def make(self, examples, decoded, keep, plan_index=0):
+        import torch
+
+        from dali_asr.batch import Seq2SeqBatch
+
+        empty = torch.zeros((len(keep), 1))
+        return Seq2SeqBatch(
+            empty,
+            empty[:, 0],
+            empty.bool(),
+            empty,
+            empty[:, 0],
+            audio_size=[ex.audio_size for ex in examples],
+        )
+
+
+def check_throughput(data: Path, threads: int, passes: int) -> None:
+    ceiling = _throughput(data, None, threads, passes)
+    row(f"decode-only ceiling ({threads} DALI threads)", None, f"{ceiling:,.0f} audio-s/s")
+    for fbank in (False, True):
+        rate = _throughput(data, fbank, threads, passes)
+        name = "fbank" if fbank else "waveform"
+        row(
+            f"{name} end to end / decode ceiling",
+            rate >= 0.9 * ceiling,
+            f"{rate:,.0f} audio-s/s = {rate / ceiling:.2f}×",
+            ">= 0.90×",
+        )
+
+
+def check_batch_time() -> None:
+    """Features + collation of one 960,000-sample batch (2 × 480,000 and 16 × 60,000)."""
+    import cupy
+    import torch
+
+    from dali_asr.collate import Decoded
+    from dali_asr.gpu_collate import GpuBatchMaker
+    from dali_asr.storage.discovery import DataFile
+    from dali_asr.storage.examples import Example
+
+    rng = np.random.default_rng(1)
+    for fbank in (False, True):
+        for count in (2, 16):
+            n = 960_000 // count
+            samples = [rng.normal(0, 0.1, n).astype(np.float32) for _ in range(count)]
+            keep, ptrs, lengths = _device_samples(samples)
+            files = [DataFile("x.parquet", "x.parquet", "c", "train", "l")]
+            maker = GpuBatchMaker(
+                files,
+                0,
+                "bfloat16",
+                use_fbank=fbank,
+                normalize_audio=True,
+                device_id=torch.cuda.current_device(),
+            )
+            examples = [Example(0, 0, i, n, "", np.arange(20)) for i in range(count)]
+            with cupy.cuda.Device():
+                stats = maker.kernels.segment_stats(ptrs, lengths, 1)
+            decoded = Decoded(lengths, np.zeros(count, np.int64), (ptrs, stats, keep))
+            for _ in range(5):
+                maker.make(examples, decoded, list(range(count)))
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record(maker.stream)
+            for _ in range(50):
+                maker.make(examples, decoded, list(range(count)))
+            end.record(maker.stream)
+            end.synchronize()
+            ms = start.elapsed_time(end) / 50
+            name = "fbank" if fbank else "waveform"
+            row(
+                f"GPU {name} + collation, {count} × {n:,} samples",
+                ms < 1.0,
+                f"{ms:.3f} ms per batch",
+                "< 1 ms",
+            )
+
+
+def check_bandwidth() -> None:
+    import cupy
+    import torch
+
+    from dali_asr.gpu_collate import GpuKernels, as_cupy
+
+    rng = np.random.default_rng(2)
+    samples = [
+        rng.normal(0, 1, int(n)).astype(np.float32) for n in rng.integers(400_000, 480_000, 32)
+    ]
+    keep, ptrs, lengths = _device_samples(samples)
+    kernels = GpuKernels()
+    width = int(lengths.max())
+    out = torch.empty((32, width), dtype=torch.float32, device="cuda")
+    mask = torch.empty((32, width), dtype=torch.bool, device="cuda")
+    flat = cupy.concatenate(keep)
+    copy = cupy.empty_like(flat)
+
+    def timed(fn) -> float:
+        fn()
+        cupy.cuda.Device().synchronize()
+        start = time.perf_counter()
+        for _ in range(50):
+            fn()
+        cupy.cuda.Device().synchronize()
+        return (time.perf_counter() - start) / 50
+
+    t_collate = timed(
+        lambda: kernels.collate_audio(
+            ptrs, lengths, 1, width, None, None, "float32", as_cupy(out), as_cupy(mask)
+        )
+    )
+    t_copy = timed(lambda: cupy.copyto(copy, flat))
+    moved = int(lengths.sum()) * 4 + out.numel() * 4 + mask.numel()
+    bw, bw_copy = moved / t_collate / 1e9, 2 * flat.nbytes / t_copy / 1e9
+    row(
+        "collate kernel bandwidth / device-to-device copy",
+        bw >= 0.5 * bw_copy,
+        f"{bw:,.0f} GB/s / {bw_copy:,.0f} GB/s = {bw / bw_copy:.2f}",
+        ">= 0.50",
+    )
+
+
+def check_environment() -> None:
+    import cupy
+    import nvidia.dali as dali
+    import torch
+
+    name = torch.cuda.get_device_name()
+    row(
+        "device",
+        None,
+        f"{name}; torch {torch.__version__}; CuPy {cupy.__version__}; DALI {dali.__version__}",
+    )
+    spectrum = cupy.fft.rfft(cupy.ones((4, 512), dtype=cupy.float32), axis=1)
+    row(
+        "cuFFT found (CuPy rfft)",
+        bool(abs(float(spectrum[0, 0].real) - 512) < 1e-3),
+        "rfft of ones = 512",
+    )
+
+
+def run_pytest_gpu() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", str(REPO / "tests")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    tail = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else done.stderr[-200:]
+    row("pytest -m gpu", done.returncode == 0, tail)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ESPEAK)
+    parser.add_argument("--threads", type=int, default=16)
+    parser.add_argument("--passes", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_check: no CUDA device here; nothing to check (run it on a GPU machine)")
+        return 2
+    guarded("environment", check_environment)
+    guarded("kernels", check_kernels)
+    guarded("zero copy", check_zero_copy)
+    guarded("GPU = CPU", lambda: check_gpu_equals_cpu(args.data, args.threads))
+    guarded("batch time", check_batch_time)
+    guarded("bandwidth", check_bandwidth)
+    guarded("memory", lambda: check_memory(args.data, args.threads))
+    guarded("throughput", lambda: check_throughput(args.data, args.threads, args.passes))
+    guarded("pytest -m gpu", run_pytest_gpu)
+    print("\n| check | result | value | goal |\n| --- | --- | --- | --- |")
+    for r in ROWS:
+        mark = {True: "pass", False: "**FAIL**", None: "—"}[r["ok"]]
+        print(f"| {r['check']} | {mark} | {r['value']} | {r['goal']} |")
+    if args.json:
+        args.json.write_text(json.dumps(ROWS, indent=1))
+    return 1 if any(r["ok"] is False for r in ROWS) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
