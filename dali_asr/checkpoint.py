@@ -4,7 +4,8 @@
     extra = load_checkpoint("ckpt/step_1000.pt", loader, model=model, optimizer=optimizer)
 
 A single pass's state is global (every rank can save it, any world size can load it). A
-training stream's state is one rank's: ``rank_path`` gives each rank its own file.
+training stream's state is one rank's: ``rank_path`` gives each rank its own file, and loading
+on another number of ranks reads every rank's file (elastic resume, ``dali_asr.elastic``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,24 @@ def save_checkpoint(path: str | Path, loader, **objects: Any) -> Path:
 
 def load_checkpoint(path: str | Path, loader, map_location: Any = "cpu", **objects: Any) -> dict:
     """Load a ``save_checkpoint`` file into the loader and the given objects (through
-    ``load_state_dict``); return the entries no object took (e.g. the step)."""
+    ``load_state_dict``); return the entries no object took (e.g. the step). A training stream
+    saved on another number of ranks loads the loader's share of every rank's state; the
+    objects then come from rank 0's file (data-parallel replicas hold the same model)."""
     path = Path(path)
-    if loader.endless and loader.world_size > 1:
-        path = rank_path(path, loader.rank)
-    payload = torch.load(path, map_location=map_location, weights_only=False)
-    loader.load_state_dict(payload.pop("dali_asr"))
+
+    def read(file: Path) -> dict:
+        return torch.load(file, map_location=map_location, weights_only=False)
+
+    per_rank = loader.endless and rank_path(path, 0).exists()
+    payload = read(rank_path(path, 0) if per_rank else path)
+    state = payload.pop("dali_asr")
+    saved = int(state["config"]["world_size"])
+    if per_rank and saved == loader.world_size and loader.rank > 0:
+        payload = read(rank_path(path, loader.rank))
+        state = payload.pop("dali_asr")
+    elif per_rank and saved != loader.world_size:
+        state = [state] + [read(rank_path(path, r))["dali_asr"] for r in range(1, saved)]
+    loader.load_state_dict(state)
     for name, obj in objects.items():
         obj.load_state_dict(payload.pop(name))
     return payload

@@ -67,7 +67,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     )
     plan.add_argument("--world-size", type=int, help="number of ranks")
     plan.add_argument("--save-state", type=Path, help="write the state after the printed batches")
-    plan.add_argument("--load-state", type=Path, help="continue from a saved state")
+    plan.add_argument(
+        "--load-state",
+        type=Path,
+        nargs="+",
+        help="continue from a saved state; a training stream saved with another --world-size: "
+        "every rank's state file (elastic resume)",
+    )
     run = sub.add_parser("run", help="iterate the real loader and print a summary")
     _common(run)
     _run_options(run)
@@ -148,7 +154,7 @@ def _print_skip(key, reason: str) -> None:
 def cmd_plan(args: argparse.Namespace) -> int:
     loader = _loader(args, _config(args.config), args.rank, args.world_size)
     if args.load_state is not None:
-        loader.load_state_dict(json.loads(args.load_state.read_text(encoding="utf-8")))
+        loader.load_state_dict([json.loads(p.read_text(encoding="utf-8")) for p in args.load_state])
     files = loader.files.files
     out = sys.stdout
     first = loader.next_plan_index

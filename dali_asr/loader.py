@@ -34,6 +34,7 @@ from dali_asr.config import (
     SyncMode,
     load_config,
 )
+from dali_asr.elastic import own_state
 from dali_asr.feeding import (
     END,
     Deal,
@@ -233,8 +234,11 @@ class AsrLoader:
             self._temp_cache_path = path
         return self._temp_cache_path
 
-    def planner(self, report: SkipReport | None = None) -> SinglePassPlanner | TrainStreamPlanner:
-        """A planner over this split; ``batches()`` gives the plan without decoding audio."""
+    def planner(
+        self, report: SkipReport | None = None, rank: int | None = None, world: int | None = None
+    ) -> SinglePassPlanner | TrainStreamPlanner:
+        """A planner over this split; ``batches()`` gives the plan without decoding audio.
+        ``rank``/``world`` plan another rank's training stream (an elastic resume's replay)."""
         if self.endless:
             planner = TrainStreamPlanner(
                 self.files,
@@ -242,8 +246,8 @@ class AsrLoader:
                 self.tokenizer,
                 self.config.mixture_parquet_storage_config,
                 report,
-                self.rank,
-                self.world_size,
+                self.rank if rank is None else rank,
+                self.world_size if world is None else world,
                 self.config.dali_asr.reference_train_stream,
                 self._cache_dir(),
             )
@@ -288,7 +292,8 @@ class AsrLoader:
             )
         settings = self.config.dali_asr
         resume, self._resume = self._resume, None
-        carry = None if resume is not None else self._carry
+        # a restored plan state overrides these RNGs; one taken at the epoch's start has none
+        carry = self._carry
         files, every, final = self.files, settings.state_every, []
         deal = self._deal()
         feeder = Feeder(
@@ -308,7 +313,8 @@ class AsrLoader:
         )
         if resume is None:
             self.epoch += 1
-        self._epoch = _Epoch(feeder, resume, final, self, self.world_size)
+        # a training stream's batch indices are the rank's own, a dealt pass's global
+        self._epoch = _Epoch(feeder, resume, final, self, deal.world_size if deal else 1)
         return self._epoch
 
     def _deal(self) -> Deal | None:
@@ -363,7 +369,7 @@ class AsrLoader:
         start = resume.at + resume.skip if resume else 0
         self._planning = (planner, start)
         state = resume.state if resume else None
-        plan = planner.batches(False, state=state, carry=None if resume else self._carry)
+        plan = planner.batches(False, state=state, carry=self._carry)
         deal = self._deal()
         world = self.world_size if deal else 1
         skip = resume.skip if resume else 0
@@ -381,15 +387,17 @@ class AsrLoader:
         planner, consumed = self._planning
         return self._state(Resume(consumed, planner.snapshot(), 0), False, self._carry)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any] | list[dict[str, Any]]) -> None:
         """Continue from ``state_dict()`` output: the next ``iter()`` resumes the saved epoch
-        (or starts the one after it, when the saved epoch had ended)."""
-        check_compatible(
-            state,
-            dataset_fingerprint(self.files.files, self.files.row_groups()),
-            plan_config(self.config, self.split, self.rank, self.world_size),
-            self.endless,
-        )
+        (or starts the one after it, when the saved epoch had ended). A training stream saved
+        on another number of ranks loads from the list of every rank's state (elastic resume,
+        see ``dali_asr.elastic``); a single pass's state is global, any rank's will do."""
+        states = [state] if isinstance(state, dict) else list(state)
+        dataset = dataset_fingerprint(self.files.files, self.files.row_groups())
+        config = plan_config(self.config, self.split, self.rank, self.world_size)
+        for saved in states:
+            check_compatible(saved, dataset, config)
+        state = own_state(states, self)
         self.close()
         self._epoch = None
         self._carry = state.get("carry")

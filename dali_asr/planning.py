@@ -9,7 +9,9 @@ attached (the loader), so both give the same batches.
 
 from __future__ import annotations
 
+import itertools
 import logging
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +25,12 @@ from dali_asr.stages import Stages
 from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
 from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.storage.sampling import WeightedSampler
-from dali_asr.storage.streaming import PartitionStream, group_partitions, load_weights
+from dali_asr.storage.streaming import (
+    Cursor,
+    PartitionStream,
+    group_partitions,
+    load_weights,
+)
 from dali_asr.text import TextFilter, Tokenizer
 
 log = logging.getLogger(__name__)
@@ -331,6 +338,7 @@ class TrainStreamPlanner(_Planner):
             self.partitions = [p for p, _ in kept]
             self.weights = [w for _, w in kept]
         self.streams: list[PartitionStream] = []
+        self._prefix: deque[list[int]] = deque()
 
     def example_window(self) -> int:
         window = self.task.example_shuffle_window
@@ -352,24 +360,33 @@ class TrainStreamPlanner(_Planner):
                 seed + p.index,
                 self.reader,
                 with_audio,
-                self.rank,
-                self.world_size,
+                Cursor.from_state(restored["streams"][i])
+                if restored
+                else Cursor([], self.rank, self.world_size),
                 self.read_ahead(),
                 self.pool,
-                *(restored["streams"][i] if restored else (None, 0)),
             )
             for i, p in enumerate(self.partitions)
         ]
         self.sampler = WeightedSampler(self.weights, self.storage.sampling_seed)
+        self._prefix = deque(restored["prefix"]) if restored else deque()
         if restored:
             self.sampler.load_state_dict(restored["sampler"])
         elif self.reference_quirks:
             # The reference warms each partition pipeline up by pulling one example.
             for stream in self.streams:
                 next(stream)
-        if len(self.streams) == 1:
-            return iter(self.streams[0])
-        return self._mixture()
+        mixed = iter(self.streams[0]) if len(self.streams) == 1 else self._mixture()
+        return itertools.chain(self._prefixed(), mixed)
+
+    def _prefixed(self) -> Iterator[Example]:
+        """Examples an elastic resume dealt to this rank (read, not consumed, by the old ranks):
+        they come before the partition streams (metadata now, audio when their batch comes)."""
+        while self._prefix:
+            ex = self._lookup(self._prefix[0])
+            self._prefix.popleft()
+            yield ex
+        self._lookup_cache.clear()
 
     def _mixture(self) -> Iterator[Example]:
         """The reference's ``DataPipeline.sample`` over endless streams. It buffers one
@@ -381,7 +398,8 @@ class TrainStreamPlanner(_Planner):
 
     def source_state(self) -> dict[str, Any]:
         return {
-            "streams": [list(s.state()) for s in self.streams],
+            "prefix": list(self._prefix),
+            "streams": [s.cursor().as_state() for s in self.streams],
             "sampler": self.sampler.state_dict(),
         }
 

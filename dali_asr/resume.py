@@ -17,7 +17,13 @@ from typing import Any
 
 from dali_asr.config import ConfigError, LoaderConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+# Why an older state cannot be read, by its version.
+_OLD_FORMATS = {
+    1: " (version 1 predates elastic resume of training streams, whose row-group positions "
+    "it cannot express: resume with the dali-asr that saved it, or start afresh)",
+}
 
 # dali_asr settings that change the plan (the rest only change how batches are computed).
 _PLAN_SETTINGS = ("sort_window", "reference_train_stream")
@@ -64,15 +70,16 @@ def dataset_fingerprint(files, row_groups) -> dict[str, Any]:
 
 
 def check_compatible(
-    saved: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any], endless: bool
+    saved: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any]
 ) -> None:
-    """Raise ConfigError naming what changed between a saved state and this loader. A single
-    pass's state is global (one plan, dealt to ranks), so it loads on any rank and world size;
-    a training stream's is one rank's."""
-    if saved.get("format_version") != FORMAT_VERSION:
+    """Raise ConfigError naming what changed between a saved state and this loader. Rank and
+    world size may differ: which rank continues from which state is ``dali_asr.elastic``'s."""
+    version = saved.get("format_version")
+    if version != FORMAT_VERSION:
         raise ConfigError(
-            f"resume state has format version {saved.get('format_version')!r}; this dali-asr "
-            f"reads version {FORMAT_VERSION}"
+            f"resume state has format version {version!r}; this dali-asr reads version "
+            f"{FORMAT_VERSION}"
+            + (_OLD_FORMATS.get(version, "") if isinstance(version, int) else "")
         )
     old = saved["dataset"]
     if old != dataset:
@@ -82,19 +89,11 @@ def check_compatible(
             f"{dataset['files']} / {dataset['row_groups']} now"
             + ("" if old["files"] != dataset["files"] else " (same counts, other contents)")
         )
-    changed = sorted(k for k in set(saved["config"]) | set(config)
-                     if saved["config"].get(k) != config.get(k))  # fmt: skip
-    elastic = {"rank", "world_size"}
-    if set(changed) - elastic:
+    keys = (set(saved["config"]) | set(config)) - {"rank", "world_size"}
+    changed = sorted(k for k in keys if saved["config"].get(k) != config.get(k))
+    if changed:
         detail = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
         raise ConfigError(f"resume state was saved with other settings: {detail}")
-    if changed and endless:
-        raise ConfigError(
-            "resume state was saved with rank/world size "
-            f"{saved['config'].get('rank')}/{saved['config'].get('world_size')}, this loader "
-            f"is {config.get('rank')}/{config.get('world_size')}: elastic resume is not "
-            "supported for training streams yet (each rank loads its own state)"
-        )
 
 
 def to_json(state: dict[str, Any]) -> str:

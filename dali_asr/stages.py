@@ -159,8 +159,21 @@ class Stages:
 
 
 def snapshot_keys(state: dict[str, Any]) -> list[list[int]]:
-    """Every example key in a ``Stages.snapshot()``."""
-    keys = list(state["shuffled_waiting"]) + list(state["pending_examples"])
-    keys += [k for b in state["batches_waiting"] + state["pending_batches"] for k in b]
+    """Every example key in a ``Stages.snapshot()``, the furthest along first (batches, then
+    the batcher, then the examples before it)."""
+    keys = [k for b in state["pending_batches"] + state["batches_waiting"] for k in b]
     keys += [w[-3:] for w in state["batcher"]["waiting"]]
-    return keys
+    return keys + list(state["pending_examples"]) + list(state["shuffled_waiting"])
+
+
+def drained(state: dict[str, Any]) -> dict[str, Any]:
+    """A ``Stages.snapshot()`` with its RNG states and batch count, and nothing waiting."""
+    return {
+        **state,
+        "flushed": False,
+        "shuffled_waiting": [],
+        "pending_examples": [],
+        "batcher": {**state["batcher"], "waiting": []},
+        "batches_waiting": [],
+        "pending_batches": [],
+    }

@@ -1,5 +1,6 @@
 """Ranks: torchrun with two CPU processes (gloo), equal batch counts by construction, and
-elastic resume of a single pass (a state saved with N ranks loads with M)."""
+elastic resume of a single pass (a state saved with N ranks loads with M; the training
+stream's is in test_elastic.py)."""
 
 from __future__ import annotations
 
@@ -112,16 +113,3 @@ def test_elastic_resume(small_dataset, espeak_tokenizer, before, after, shuffle)
     rest = [str(k) for x in new for b in x for k in b.keys]
     assert len(first) + len(rest) == len(whole)
     assert sorted(first + rest) == sorted(whole)  # every example exactly once
-
-
-def test_training_stream_state_is_per_rank(small_dataset, espeak_tokenizer) -> None:
-    from dali_asr.config import ConfigError
-
-    cfg = config_from_dict({"asr_task_config": {**TASK, "max_num_batches": 6}})
-    loader = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer, 0, 2)
-    next(iter(loader))
-    state = loader.state_dict()
-    loader.close()
-    other = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer, 0, 3)
-    with pytest.raises(ConfigError, match="rank/world size"):
-        other.load_state_dict(state)

@@ -16,7 +16,12 @@ from conftest import partition_dir, write_parquet
 from dali_asr.config import LoaderConfig, config_from_dict
 from dali_asr.loader import AsrLoader
 from dali_asr.planning import TrainStreamPlanner
-from dali_asr.storage.streaming import PERMUTATIONS_PER_CYCLE, PartitionStream, row_group_order
+from dali_asr.storage.streaming import (
+    PERMUTATIONS_PER_CYCLE,
+    Cursor,
+    PartitionStream,
+    row_group_order,
+)
 from dali_asr.storage.weights import partition_weights, read_stats_tsv
 
 TASK = {
@@ -114,13 +119,12 @@ def test_ranks_share_row_groups_disjointly_and_completely(
         planner = loader.planner()
         for part in planner.partitions:
             stream = PartitionStream(
-                part, 2 + part.index, planner.reader, False, loader.rank, world_size
+                part, 2 + part.index, planner.reader, False, Cursor([], loader.rank, world_size)
             )
             cycle = len(stream.order)
             reads = (cycle - loader.rank + world_size - 1) // world_size
-            for _ in range(reads):
-                ref = part.row_groups[stream.order[stream.position % cycle]]
-                stream.position += stream.step
+            for position, _ in islice(stream.positions(), reads):
+                ref = stream.ref_at(position)
                 seen[(part.index, ref.file_index, ref.row_group)] += 1
     # over one cycle every row group of a partition is read 100 times in all, split among ranks
     assert cycle is not None

@@ -4,12 +4,14 @@ temperature-weighted sampler."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -57,9 +59,35 @@ def row_group_order(num_row_groups: int, seed: int) -> np.ndarray:
     return np.concatenate([rng.permutation(num_row_groups) for _ in range(PERMUTATIONS_PER_CYCLE)])
 
 
+@dataclass
+class Cursor:
+    """Where one rank's share of a partition stream continues: the ``pending`` (cycle position,
+    first row) pairs in order, then positions ``next``, ``next + step``, ... from their first
+    row. A fresh rank r of N is ``Cursor([], r, N)``; an elastic resume deals the positions no
+    rank has read yet into ``pending`` lists (see ``dali_asr.elastic``)."""
+
+    pending: list[tuple[int, int]]
+    next: int
+    step: int
+
+    def item(self, i: int) -> tuple[int, int]:
+        """The i-th (position, first row) this cursor reads."""
+        if i < len(self.pending):
+            return self.pending[i]
+        return self.next + (i - len(self.pending)) * self.step, 0
+
+    def as_state(self) -> dict[str, Any]:
+        return {"pending": [list(p) for p in self.pending], "next": self.next, "step": self.step}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Cursor:
+        pending = [(int(p), int(r)) for p, r in state["pending"]]
+        return cls(pending, int(state["next"]), int(state["step"]))
+
+
 class PartitionStream:
     """Endless examples of one partition: row groups in permuted order, this rank's share
-    (positions rank, rank + world, ... of the endless sequence), rows in file order."""
+    (the cycle positions its ``Cursor`` names), rows in file order."""
 
     def __init__(
         self,
@@ -67,35 +95,44 @@ class PartitionStream:
         seed: int,
         reader: ExampleReader,
         with_audio: bool,
-        rank: int = 0,
-        world_size: int = 1,
+        cursor: Cursor,
         prefetch: int = 0,
         pool: Executor | None = None,
-        serving: int | None = None,
-        rows_consumed: int = 0,
     ) -> None:
         self.partition = partition
         self.order = row_group_order(len(partition.row_groups), seed)
-        self.step = world_size
-        # ``position``: the next cycle position to read (read-ahead runs in front);
-        # ``serving``: the position whose rows are being handed out (for the resume state).
-        self.position = rank if serving is None else serving
-        self.serving: int | None = None
+        self._cursor = cursor
+        # Indices (into the cursor's items) read ahead, and the one whose rows are handed out:
+        # the state is taken at the latter, whatever the read-ahead has fetched.
         self._fetched: deque[int] = deque()
+        self._serving: int | None = None
         self._tables = ReadAhead(reader, self._refs(), with_audio, prefetch, pool)
         self._rows: list[Example] = []
         self._next_row = 0
-        self._skip = rows_consumed if serving is not None else 0
+
+    def ref_at(self, position: int) -> RowGroupRef:
+        """The row group at a cycle position (positions run on past the cycle, which repeats)."""
+        return self.partition.row_groups[self.order[position % len(self.order)]]
+
+    def positions(self) -> Iterator[tuple[int, int]]:
+        """(cycle position, first row) of every row group this stream reads, in order."""
+        for i in itertools.count():
+            yield self._cursor.item(i)
 
     def _refs(self) -> Iterator[RowGroupRef]:
-        while True:
-            self._fetched.append(self.position)
-            yield self.partition.row_groups[self.order[self.position % len(self.order)]]
-            self.position += self.step
+        for i, (position, _) in enumerate(self.positions()):
+            self._fetched.append(i)
+            yield self.ref_at(position)
 
-    def state(self) -> tuple[int | None, int]:
-        """(cycle position being served, rows of it handed out): where to resume."""
-        return self.serving, self._next_row
+    def cursor(self) -> Cursor:
+        """Where to resume: the rest of the row group being served, then what follows it."""
+        if self._serving is None:
+            return self._cursor
+        i, c = self._serving, self._cursor
+        position = c.item(i)[0]
+        rest = [(position, self._next_row)] if self._next_row < len(self._rows) else []
+        next_position = c.next if i < len(c.pending) else position + c.step
+        return Cursor(rest + c.pending[i + 1 :], next_position, c.step)
 
     def __iter__(self) -> Iterator[Example]:
         return self
@@ -103,8 +140,8 @@ class PartitionStream:
     def __next__(self) -> Example:
         while self._next_row >= len(self._rows):
             self._rows = next(self._tables)
-            self.serving = self._fetched.popleft()
-            self._next_row, self._skip = self._skip, 0
+            self._serving = self._fetched.popleft()
+            self._next_row = self._cursor.item(self._serving)[1]
         ex = self._rows[self._next_row]
         self._next_row += 1
         return ex

@@ -1,0 +1,291 @@
+"""Elastic resume of the training stream: the states of N ranks loaded on M ranks.
+
+The exact check (``test_every_unconsumed_example_is_consumed_exactly_once``) counts examples
+in the first permutation of every partition's row-group cycle, where each row group sits at
+exactly one cycle position, so an example key names one read. At any moment the dataset's
+examples are then split, with no overlap, into: consumed (in a yielded batch, or dropped by a
+filter and reported), and still to come for exactly one rank (the keys waiting in its state,
+and the rows of the cycle positions its state has yet to read). The test checks that split
+before the change, that the deal keeps the old ranks' "still to come" exactly, and again after
+the new ranks have run for as long as no stream has asked for a row group past the first
+permutation (asked, not served: read-ahead makes the check conservative).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from itertools import islice
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from conftest import partition_dir, read_espeak_rows, write_parquet, write_stats_tsv
+
+from dali_asr.config import ConfigError, config_from_dict
+from dali_asr.elastic import own_state
+from dali_asr.loader import AsrLoader
+from dali_asr.stages import snapshot_keys
+from dali_asr.storage.streaming import Cursor, PartitionStream, row_group_order
+
+LANGUAGES = ["deu_Latn", "eng_Latn", "fra_Latn", "spa_Latn"]
+ROUNDS_BEFORE = 3
+
+
+@pytest.fixture(scope="module")
+def many_groups(espeak_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four espeak_read train partitions, their 48 rows written 4 times over (keys differ) in
+    row groups of 2: 96 cycle positions per permutation, so ranks get far (LENGTH buckets fill
+    slowly) before any reaches the second permutation."""
+    base = tmp_path_factory.mktemp("many_groups")
+    hours = {}
+    for language in LANGUAGES:
+        table = pa.concat_tables([read_espeak_rows("espeak_read", "train", language)] * 4)
+        folder = partition_dir(base / "version=0", "espeak_read", "train", language)
+        write_parquet(folder / "part-00000.parquet", table, 2)
+        hours["espeak_read", language] = 1.0 + len(hours)
+    write_stats_tsv(base / "language_distribution_0.tsv", hours)
+    return base / "version=0"
+
+
+def settings(root: Path, shuffle: bool, state_every: int = 16) -> dict:
+    """LENGTH batches of a four-partition mixture, with or without shuffles (as YAML has it)."""
+    return {
+        "asr_task_config": {
+            "min_audio_len": 16_000,
+            "max_audio_len": 480_000,
+            "max_num_elements": 480_000,
+            "batching_strategy": "LENGTH",
+            "example_shuffle_window": 12 if shuffle else 1,
+            "batch_shuffle_window": 3 if shuffle else 1,
+        },
+        "mixture_parquet_storage_config": {
+            "dataset_summary_path": str(root.parent / "language_distribution_0.tsv"),
+            "beta_corpus": 0.5,
+            "beta_language": 0.5,
+        },
+        "dali_asr": {"state_every": state_every},
+    }
+
+
+def config(root: Path, shuffle: bool, state_every: int = 16):
+    return config_from_dict(settings(root, shuffle, state_every))
+
+
+@pytest.fixture
+def furthest(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The furthest cycle position any stream has asked for, per partition."""
+    seen: dict[str, int] = {}
+    original = PartitionStream.ref_at
+
+    def ref_at(self: PartitionStream, position: int):
+        seen[self.partition.name] = max(seen.get(self.partition.name, -1), position)
+        return original(self, position)
+
+    monkeypatch.setattr(PartitionStream, "ref_at", ref_at)
+    return seen
+
+
+class Ledger:
+    """Example keys as ``file:row_group:row`` strings, and the split described above."""
+
+    def __init__(self, loader: AsrLoader) -> None:
+        self.planner = loader.planner()
+        self.files = loader.files.files
+        self.seed = loader.config.mixture_parquet_storage_config.fragment_streaming.seed
+        self.everything = Counter(
+            self.name([ref.file_index, ref.row_group, row])
+            for part in self.planner.partitions
+            for ref in part.row_groups
+            for row in range(ref.num_rows)
+        )
+
+    def name(self, key: list[int]) -> str:
+        return f"{self.files[key[0]].rel}:{key[1]}:{key[2]}"
+
+    def first_permutation(self, furthest: dict[str, int]) -> bool:
+        return all(furthest.get(p.name, -1) < len(p.row_groups) for p in self.planner.partitions)
+
+    def to_come(self, state: dict) -> Counter[str]:
+        """One rank's examples still to come, in the first permutation."""
+        plan = state["plan_state"]
+        keys = snapshot_keys(plan["stages"]) + plan["source"]["prefix"]
+        for part, saved in zip(self.planner.partitions, plan["source"]["streams"], strict=True):
+            cursor, size = Cursor.from_state(saved), len(part.row_groups)
+            order = row_group_order(size, self.seed + part.index)
+            runs = [(p, 0) for p in range(cursor.next, size, cursor.step)]
+            for position, first in cursor.pending + runs:
+                if position < size:
+                    ref = part.row_groups[order[position]]
+                    keys += [[ref.file_index, ref.row_group, r] for r in range(first, ref.num_rows)]
+        return Counter(self.name(k) for k in keys)
+
+
+def take_round(plans, loaders) -> Counter[str]:
+    """One batch from every rank (lockstep, as DDP)."""
+    return Counter(
+        str(x.planner_key_of(ex)) for p, x in zip(plans, loaders, strict=True) for ex in next(p)
+    )
+
+
+def plan_keys(loader: AsrLoader, batches: int) -> list[list]:
+    return [[loader.planner_key_of(e) for e in b] for b in islice(loader.plan(), batches)]
+
+
+def saved(loaders) -> list[dict]:
+    return [json.loads(json.dumps(x.plan_state())) for x in loaders]
+
+
+def ranks(root: Path, tokenizer: Path, cfg, world: int) -> list[AsrLoader]:
+    return [AsrLoader(root, "train", cfg, tokenizer, r, world) for r in range(world)]
+
+
+def skipped(loaders) -> Counter[str]:
+    return Counter(str(k) for x in loaders for keys in x.report.keys.values() for k in keys)
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 3), (4, 2)])
+@pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
+def test_every_unconsumed_example_is_consumed_exactly_once(
+    many_groups, espeak_tokenizer, furthest, before: int, after: int, shuffle: bool
+) -> None:
+    cfg = config(many_groups, shuffle)
+    old = ranks(many_groups, espeak_tokenizer, cfg, before)
+    ledger = Ledger(old[0])
+    plans = [x.plan() for x in old]
+    consumed: Counter[str] = Counter()
+    for _ in range(ROUNDS_BEFORE):
+        consumed += take_round(plans, old)
+    states = saved(old)
+    for p in plans:
+        p.close()
+    consumed += skipped(old)
+    assert ledger.first_permutation(furthest)
+    old_to_come = sum((ledger.to_come(s) for s in states), Counter())
+    assert consumed + old_to_come == ledger.everything
+
+    new = ranks(many_groups, espeak_tokenizer, cfg, after)
+    dealt = [own_state(states, x) for x in new]
+    assert sum((ledger.to_come(s) for s in dealt), Counter()) == old_to_come
+    carried = sum(len(s["plan_state"]["source"]["prefix"]) for s in dealt)
+    assert carried > 0 if shuffle else carried >= 0
+
+    for x in new:
+        x.load_state_dict(states)
+    plans = [x.plan() for x in new]
+    # the state, batches and skips after the last round that stayed in the first permutation
+    after_change, last, dropped, rounds = Counter(), dealt, Counter(), 0
+    while True:
+        batch_keys = take_round(plans, new)
+        if not ledger.first_permutation(furthest):
+            break
+        after_change += batch_keys
+        last, dropped, rounds = saved(new), skipped(new), rounds + 1
+    assert rounds >= 3
+    assert all(not s["plan_state"]["source"]["prefix"] for s in last), "carried keys all used"
+    total = consumed + after_change + dropped
+    assert max(total.values()) == 1, "an example consumed twice"
+    assert total + sum((ledger.to_come(s) for s in last), Counter()) == ledger.everything
+
+
+def test_loader_iteration_matches_the_plan(many_groups, espeak_tokenizer) -> None:
+    """End to end (DALI on the CPU): old ranks iterate and save mid-way between two plan
+    states (so the deal replays their last batches from metadata); the new ranks' batches
+    are those of their metadata-only plan, with the examples' audio."""
+    cfg = config(many_groups, True, state_every=2)
+    old = ranks(many_groups, espeak_tokenizer, cfg, 2)
+    iters = [iter(x) for x in old]
+    for _ in range(3):
+        for it in iters:
+            next(it)
+    states = [json.loads(json.dumps(x.state_dict())) for x in old]
+    assert all(s["consumed"] - s["state_at"] == 1 for s in states)
+    for x in old:
+        x.close()
+    planned, delivered = ranks(many_groups, espeak_tokenizer, cfg, 3), []
+    for x in planned:
+        x.load_state_dict(states)
+    for x in ranks(many_groups, espeak_tokenizer, cfg, 3):
+        x.load_state_dict(states)
+        batches = list(islice(iter(x), 4))
+        assert all(b.source_seqs.abs().sum() > 0 for b in batches)
+        delivered.append([b.keys for b in batches])
+        x.close()
+    expected = [plan_keys(x, 4) for x in planned]
+    assert delivered == expected
+
+
+def test_checkpoint_files_of_two_ranks_load_on_three(
+    many_groups, espeak_tokenizer, tmp_path
+) -> None:
+    from dali_asr.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = config(many_groups, True)
+    old = ranks(many_groups, espeak_tokenizer, cfg, 2)
+    plans = [x.plan() for x in old]
+    take_round(plans, old)
+    states = saved(old)
+    for x, state in zip(old, states, strict=True):
+        x.load_state_dict(state)
+        save_checkpoint(tmp_path / "ckpt.pt", x, step=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.rank0.pt", "ckpt.rank1.pt"]
+    for r, x in enumerate(ranks(many_groups, espeak_tokenizer, cfg, 3)):
+        assert load_checkpoint(tmp_path / "ckpt.pt", x) == {"step": 1}
+        direct = AsrLoader(many_groups, "train", cfg, espeak_tokenizer, r, 3)
+        direct.load_state_dict(states)
+        assert plan_keys(x, 3) == plan_keys(direct, 3)
+
+
+def test_cli_plan_loads_every_rank_state(many_groups, espeak_tokenizer, tmp_path) -> None:
+    import contextlib
+    import io
+
+    from dali_asr.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(json.dumps(settings(many_groups, True)))
+    args = ["--data", str(many_groups), "--config", str(cfg), "--tokenizer", str(espeak_tokenizer)]
+
+    def plan(*extra: str) -> list[dict]:
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            assert main(["plan", *args, *extra]) == 0
+        return [json.loads(line) for line in buf.getvalue().splitlines()]
+
+    def keys(batches: list[dict]) -> list[str]:
+        return [f"{e['file']}:{e['row_group']}:{e['row']}" for b in batches for e in b["examples"]]
+
+    files = [tmp_path / f"s{r}.json" for r in range(2)]
+    before = []
+    for r, f in enumerate(files):
+        world = ["--rank", str(r), "--world-size", "2", "--max-batches", "3"]
+        before += keys(plan(*world, "--save-state", str(f)))
+    after = []
+    for r in range(3):
+        out = plan("--rank", str(r), "--world-size", "3", "--max-batches", "3", "--load-state",
+                   *map(str, files))  # fmt: skip
+        assert out[0]["batch"] == 3
+        after += keys(out)
+    assert len(set(before + after)) == len(before + after)
+
+
+def test_incomplete_or_mixed_states_are_errors(many_groups, espeak_tokenizer) -> None:
+    cfg = config(many_groups, True)
+    old = ranks(many_groups, espeak_tokenizer, cfg, 2)
+    plans = [x.plan() for x in old]
+    take_round(plans, old)
+    states = saved(old)
+    take_round(plans, old)
+    later = saved(old)
+    three = ranks(many_groups, espeak_tokenizer, cfg, 3)[0]
+    with pytest.raises(ConfigError, match=r"needs the states of all 2 ranks \(0\.\.1\)"):
+        three.load_state_dict(states[0])
+    with pytest.raises(ConfigError, match="at one step"):
+        three.load_state_dict([states[0], later[1]])
+    same = ranks(many_groups, espeak_tokenizer, cfg, 2)[1]
+    with pytest.raises(ConfigError, match="hold none for rank 1"):
+        same.load_state_dict(states[0])
+    same.load_state_dict(states)  # all ranks, same world size: rank 1 takes its own
+    old_format = dict(states[0], format_version=1)
+    with pytest.raises(ConfigError, match="predates elastic resume"):
+        same.load_state_dict(old_format)
