@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -76,13 +75,15 @@ class Cursor:
             return self.pending[i]
         return self.next + (i - len(self.pending)) * self.step, 0
 
-    def as_state(self) -> dict[str, Any]:
-        return {"pending": [list(p) for p in self.pending], "next": self.next, "step": self.step}
+    def as_state(self) -> list[int]:
+        """``[next, step, position, first row, position, first row, ...]``: a 1,000-partition
+        mixture's state holds one per partition, so it is kept flat."""
+        return [self.next, self.step, *(v for pair in self.pending for v in pair)]
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> Cursor:
-        pending = [(int(p), int(r)) for p, r in state["pending"]]
-        return cls(pending, int(state["next"]), int(state["step"]))
+    def from_state(cls, state: list[int]) -> Cursor:
+        flat = [int(v) for v in state]
+        return cls(list(zip(flat[2::2], flat[3::2], strict=True)), flat[0], flat[1])
 
 
 class PartitionStream:
