@@ -136,42 +136,48 @@ def saved(loaders) -> list[dict]:
     return [json.loads(json.dumps(x.plan_state())) for x in loaders]
 
 
-def ranks(root: Path, tokenizer: Path, cfg, world: int) -> list[AsrLoader]:
-    return [AsrLoader(root, "train", cfg, tokenizer, r, world) for r in range(world)]
+def ranks(root: Path, tokenizer: Path, cfg, world: int, states=()) -> list[AsrLoader]:
+    """The loaders of ``world`` ranks, each given ``states`` (all old ranks') when there are."""
+    loaders = [AsrLoader(root, "train", cfg, tokenizer, r, world) for r in range(world)]
+    for x in loaders:
+        if states:
+            x.load_state_dict(list(states))
+    return loaders
 
 
 def skipped(loaders) -> Counter[str]:
     return Counter(str(k) for x in loaders for keys in x.report.keys.values() for k in keys)
 
 
-@pytest.mark.parametrize(("before", "after"), [(2, 3), (4, 2)])
+@pytest.mark.parametrize("worlds", [(2, 3), (4, 2), (3, 2, 4)], ids=lambda w: "-".join(map(str, w)))
 @pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
 def test_every_unconsumed_example_is_consumed_exactly_once(
-    many_groups, espeak_tokenizer, furthest, before: int, after: int, shuffle: bool
+    many_groups, espeak_tokenizer, furthest, worlds: tuple[int, ...], shuffle: bool
 ) -> None:
+    """``worlds``: the world sizes in turn (3 → 2 → 4 resumes a resumed stream, whose state
+    holds carried keys and dealt positions); each but the last runs a few rounds, then saves."""
     cfg = config(many_groups, shuffle)
-    old = ranks(many_groups, espeak_tokenizer, cfg, before)
-    ledger = Ledger(old[0])
-    plans = [x.plan() for x in old]
+    ledger = Ledger(AsrLoader(many_groups, "train", cfg, espeak_tokenizer))
     consumed: Counter[str] = Counter()
-    for _ in range(ROUNDS_BEFORE):
-        consumed += take_round(plans, old)
-    states = saved(old)
-    for p in plans:
-        p.close()
-    consumed += skipped(old)
-    assert ledger.first_permutation(furthest)
-    old_to_come = sum((ledger.to_come(s) for s in states), Counter())
-    assert consumed + old_to_come == ledger.everything
+    states: list[dict] = []
+    for world in worlds[:-1]:
+        old = ranks(many_groups, espeak_tokenizer, cfg, world, states)
+        plans = [x.plan() for x in old]
+        for _ in range(ROUNDS_BEFORE):
+            consumed += take_round(plans, old)
+        states = saved(old)
+        for p in plans:
+            p.close()
+        consumed += skipped(old)
+        assert ledger.first_permutation(furthest)
+        old_to_come = sum((ledger.to_come(s) for s in states), Counter())
+        assert consumed + old_to_come == ledger.everything
 
-    new = ranks(many_groups, espeak_tokenizer, cfg, after)
+    new = ranks(many_groups, espeak_tokenizer, cfg, worlds[-1], states)
     dealt = [own_state(states, x) for x in new]
     assert sum((ledger.to_come(s) for s in dealt), Counter()) == old_to_come
     carried = sum(len(s["plan_state"]["source"]["prefix"]) for s in dealt)
-    assert carried > 0 if shuffle else carried >= 0
-
-    for x in new:
-        x.load_state_dict(states)
+    assert carried > 0
     plans = [x.plan() for x in new]
     # the state, batches and skips after the last round that stayed in the first permutation
     after_change, last, dropped, rounds = Counter(), dealt, Counter(), 0
@@ -186,6 +192,33 @@ def test_every_unconsumed_example_is_consumed_exactly_once(
     total = consumed + after_change + dropped
     assert max(total.values()) == 1, "an example consumed twice"
     assert total + sum((ledger.to_come(s) for s in last), Counter()) == ledger.everything
+
+
+def test_a_resumed_stream_resumes_exactly_on_as_many_ranks(many_groups, espeak_tokenizer):
+    """After an elastic resume, a state saved mid-prefix loads on the same number of ranks
+    and continues with exactly the batches the ranks would have given. (Batches of 2, a batch
+    shuffle window of 8, 4 → 2 ranks: each new rank's first batch comes before it has used its
+    share of the carried keys.)"""
+    custom = settings(many_groups, True)
+    custom["asr_task_config"].update(
+        batching_strategy="STATIC", batch_size=2, example_shuffle_window=1, batch_shuffle_window=8
+    )
+    cfg = config_from_dict(custom)
+    old = ranks(many_groups, espeak_tokenizer, cfg, 4)
+    plans = [x.plan() for x in old]
+    for _ in range(ROUNDS_BEFORE):
+        take_round(plans, old)
+    new = ranks(many_groups, espeak_tokenizer, cfg, 2, saved(old))
+    plans = [x.plan() for x in new]
+    take_round(plans, new)
+    states = saved(new)
+    assert any(s["plan_state"]["source"]["prefix"] for s in states)
+    whole = [
+        [[str(x.planner_key_of(e)) for e in next(p)] for _ in range(6)]
+        for p, x in zip(plans, new, strict=True)
+    ]
+    again = ranks(many_groups, espeak_tokenizer, cfg, 2, states)
+    assert [[[str(e) for e in b] for b in plan_keys(x, 6)] for x in again] == whole
 
 
 def test_loader_iteration_matches_the_plan(many_groups, espeak_tokenizer) -> None:
