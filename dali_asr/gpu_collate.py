@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from collections import deque
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +92,18 @@ class _KeepAlive:
         self._items.append((event, refs))
 
 
+@cache
+def _compiled(device_id: int) -> Kernels:
+    return Kernels()
+
+
 class GpuKernels:
     """Launchers: each takes and returns device arrays, launched on CuPy's current stream."""
 
     def __init__(self) -> None:
-        self.k = Kernels()
+        import cupy
+
+        self.k = _compiled(cupy.cuda.Device().id)
 
     def segment_stats(self, ptrs, lengths, channels: int):
         import cupy
@@ -142,6 +150,8 @@ class GpuKernels:
 
         total = int(offsets[-1])
         frames = cupy.empty((total, FFT_SIZE), dtype=cupy.float32)
+        if total == 0:  # a grid of no blocks is an invalid launch
+            return frames
         args = (
             cupy.asarray(ptrs),
             cupy.asarray(offsets),
