@@ -41,7 +41,7 @@ from bench_common import BenchConfig, ChildSpec, cpu_seconds
 from bench_common import storage_settings as storage_for
 from bench_common import task_settings as task_for
 
-from dali_asr.collate import collate_audio, padding_mask
+from dali_asr.collate import collate_audio
 from dali_asr.loader import AsrLoader
 from dali_asr.planning import max_batch_size
 
@@ -116,9 +116,8 @@ def collate_stage(decoded: list, audio_s: float) -> Callable[[], float]:
         for arrays in decoded:
             ok = [bool(np.isfinite(a).all()) for a in arrays]
             assert all(ok)
-            lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-            source = torch.from_numpy(collate_audio(arrays))
-            torch.from_numpy(padding_mask(lengths, source.shape[1]))
+            source, mask = collate_audio(arrays)
+            torch.from_numpy(source), torch.from_numpy(mask)
         return audio_s
 
     return collate
