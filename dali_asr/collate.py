@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.fbank import kaldi_frames, log_mel
+from dali_asr.fbank import frame_offsets, log_mel
 from dali_asr.report import ExampleKey
 
 if TYPE_CHECKING:
@@ -132,11 +132,12 @@ def audio_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
     return tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
-def fbank_features(audio: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Unnormalised Kaldi log-mel fbank per utterance: [frames, 80] views of one buffer."""
-    frames, offsets = kaldi_frames(audio)
-    mel = log_mel(frames)
-    return [mel[offsets[b] : offsets[b + 1]] for b in range(len(audio))]
+def fbank_features(power: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Unnormalised log-mel fbank per utterance from the graph's power spectra: [frames, 80]
+    views of one buffer."""
+    offsets = frame_offsets([len(p) for p in power])
+    mel = log_mel(np.concatenate(power)) if len(power) else np.zeros((0, 80), np.float32)
+    return [mel[offsets[b] : offsets[b + 1]] for b in range(len(power))]
 
 
 @dataclass
@@ -180,9 +181,10 @@ class BatchMaker:
         return pipe.run()
 
     def decoded(self, outputs, rows: range) -> Decoded:
-        """DALI's outputs for one planned batch: lengths, non-finite counts, the arrays."""
-        audio, audio_lengths = outputs
-        arrays = [np.asarray(audio[i]) for i in rows]
+        """DALI's outputs for one planned batch: decoded sample counts, non-finite values,
+        and the graph's output arrays (audio, or fbank power spectra)."""
+        features, audio_lengths = outputs
+        arrays = [np.asarray(features[i]) for i in rows]
         lengths = np.array([int(np.asarray(audio_lengths[i])[0]) for i in rows], dtype=np.int64)
         nonfinite = np.array([a.size - np.count_nonzero(np.isfinite(a)) for a in arrays])
         return Decoded(lengths, nonfinite, arrays)
@@ -191,8 +193,8 @@ class BatchMaker:
         self, examples: list[Example], decoded: Decoded, keep: list[int], plan_index: int = 0
     ) -> Seq2SeqBatch:
         """The batch of ``examples`` (the kept ones), whose audio is ``decoded`` at ``keep``."""
-        audio = [decoded.payload[i] for i in keep]
-        features = fbank_features(audio) if self.use_fbank else audio
+        arrays = [decoded.payload[i] for i in keep]
+        features = fbank_features(arrays) if self.use_fbank else arrays
         source, mask = collate_audio(features, self.dtype, self.pad_to_multiple, self.norm)
         if self.use_fbank and self.augmenter is not None and self.augmenter.masks_spectrum:
             keys = [self.key(ex) for ex in examples]

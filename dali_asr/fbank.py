@@ -1,23 +1,20 @@
 """Kaldi log-mel fbank, exactly as the reference computes it (kaldi-native-fbank defaults).
 
-DALI's own operators cannot reproduce Kaldi: it has no per-frame DC removal, pre-emphasises
-the whole signal, and its HTK mel triangles differ from Kaldi's by up to 0.004 (measured by
-feeding an identity spectrogram). So the fbank is computed after DALI, in three steps that run
-the same on both devices:
+DALI's feature operators alone cannot reproduce Kaldi: DALI has no per-frame DC removal,
+pre-emphasises the whole signal, and its HTK mel triangles differ from Kaldi's by up to 0.004
+(measured by feeding an identity spectrogram). So the work is split, the same on both devices:
 
-1. framing (``kernels/kaldi_frames.cu`` on the GPU, :func:`kaldi_frames` here): each 400-sample
-   frame, ×32768, minus its own mean, pre-emphasised inside the frame, times the Povey window,
-   zero-padded to 512;
-2. :func:`log_mel`: real FFT, power, Kaldi's mel matrix, log with a FLT_EPSILON floor; written
-   once against the array module (NumPy, or CuPy = cuFFT + cuBLAS on the GPU);
-3. per-bin standardisation (unbiased std) fused into the collate kernel (see ``collate.py``).
+1. the DALI graph frames the signal the Kaldi way and takes the power spectrum
+   (``graph.kaldi_power``);
+2. :func:`log_mel` (``kernels/log_mel.cu`` on the GPU): Kaldi's mel matrix and the log with a
+   FLT_EPSILON floor;
+3. per-bin standardisation (unbiased std), fused into the collate kernel (``collate.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
@@ -35,14 +32,14 @@ WAVEFORM_SCALE = 32768.0
 
 
 def num_fbank_frames(num_samples: int) -> int:
-    """Kaldi's frame count with snip_edges: 1 + (N - 400) // 160, none below 400 samples."""
-    return 0 if num_samples < FRAME_LENGTH else 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT
+    """Frames of the fbank: Kaldi's 1 + (N - 400) // 160 (snip_edges), and one zero-padded
+    frame below 400 samples, where Kaldi has none (``graph.kaldi_power``)."""
+    return max(1, 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT)
 
 
-def frame_offsets(lengths: Sequence[int]) -> np.ndarray:
-    """int64 [B + 1]: where each utterance's frames start in the batch's frame buffer."""
-    counts = [num_fbank_frames(int(n)) for n in lengths]
-    return np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+def frame_offsets(frames: Sequence[int]) -> np.ndarray:
+    """int64 [B + 1]: where each utterance's frames start in a buffer of all of them."""
+    return np.concatenate(([0], np.cumsum(frames, dtype=np.int64)))
 
 
 @lru_cache(maxsize=1)
@@ -74,31 +71,17 @@ def mel_matrix() -> np.ndarray:
     return out
 
 
-def kaldi_frames(samples: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """NumPy reference of ``kernels/kaldi_frames.cu``: float32 [total frames, 512] and the
-    frame offsets [B + 1]. Per frame, as Kaldi: scale, remove the frame's mean, pre-emphasise
-    with y[0] = x[0] - 0.97·x[0], multiply by the Povey window, zero-pad."""
-    offsets = frame_offsets([len(s) for s in samples])
-    out = np.zeros((int(offsets[-1]), FFT_SIZE), dtype=np.float32)
-    window = povey_window()
-    for b, audio in enumerate(samples):
-        count = int(offsets[b + 1] - offsets[b])
-        if count == 0:
-            continue
-        view = np.lib.stride_tricks.sliding_window_view(np.asarray(audio, np.float32), FRAME_LENGTH)
-        frames = view[: count * FRAME_SHIFT : FRAME_SHIFT] * np.float32(WAVEFORM_SCALE)
-        frames -= frames.mean(axis=1, keepdims=True)
-        emphasised = np.empty_like(frames)
-        emphasised[:, 1:] = frames[:, 1:] - np.float32(PREEMPHASIS) * frames[:, :-1]
-        emphasised[:, 0] = frames[:, 0] * np.float32(1.0 - PREEMPHASIS)
-        out[offsets[b] : offsets[b + 1], :FRAME_LENGTH] = emphasised * window
-    return out, offsets
+@lru_cache(maxsize=1)
+def mel_bands() -> np.ndarray:
+    """int32 [80, 2]: each triangle's first FFT bin and its number of bins (for the kernel,
+    which sums only where a triangle is non-zero)."""
+    nonzero = mel_matrix() > 0
+    first = nonzero.argmax(axis=0)
+    return np.stack([first, nonzero.sum(axis=0)], axis=1).astype(np.int32)
 
 
-def log_mel(frames: Any, xp: Any = np) -> Any:
-    """[total frames, 512] windowed frames → float32 [total frames, 80] log mel energies.
-    ``xp`` is the array module the frames live in (NumPy, or CuPy on the GPU)."""
-    spectrum = xp.fft.rfft(frames, axis=1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(xp.float32)
-    mel = power @ xp.asarray(mel_matrix())
-    return xp.log(xp.maximum(mel, xp.float32(LOG_FLOOR)))
+def log_mel(power: np.ndarray) -> np.ndarray:
+    """Reference of ``kernels/log_mel.cu``: power spectra [frames, 257] → float32 log mel
+    energies [frames, 80], floored at FLT_EPSILON."""
+    mel = np.asarray(power, np.float32) @ mel_matrix()
+    return np.log(np.maximum(mel, np.float32(LOG_FLOOR)))

@@ -332,6 +332,7 @@ class Feeder:
             device=s.device,
             device_id=s.device_id,
             prefetch_queue_depth=s.prefetch_queue_depth,
+            fbank=self.maker.use_fbank,
             speed_perturb=augmenter is not None and augmenter.perturbs_speed,
         )
         pipe.build()

@@ -31,14 +31,14 @@ import torch
 
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.collate import TORCH_DTYPES, BatchMaker, Decoded, Normalization, padded_width
-from dali_asr.fbank import FFT_SIZE, NUM_MEL_BINS, frame_offsets, log_mel, povey_window
+from dali_asr.fbank import LOG_FLOOR, NUM_MEL_BINS, frame_offsets, mel_bands, mel_matrix
 from dali_asr.storage.examples import Example
 
 KERNEL_FUNCTIONS = {
     "segment_stats": ("segment_stats",),
     "collate_audio": ("collate_audio_f32", "collate_audio_f16", "collate_audio_bf16"),
     "collate_targets": ("collate_targets",),
-    "kaldi_frames": ("kaldi_frames",),
+    "log_mel": ("log_mel",),
     "spec_augment": ("spec_augment_32", "spec_augment_16"),
 }
 _DTYPE_SUFFIX = {"float32": "f32", "float16": "f16", "bfloat16": "bf16"}
@@ -104,6 +104,7 @@ class GpuKernels:
         import cupy
 
         self.k = _compiled(cupy.cuda.Device().id)
+        self._mel: tuple | None = None
 
     def segment_stats(self, ptrs, lengths, channels: int):
         import cupy
@@ -145,22 +146,28 @@ class GpuKernels:
         args = (cupy.asarray(flat), cupy.asarray(offsets), np.int64(width), np.int64(pad_idx), out)
         self.k["collate_targets"](_grid(width, len(tokens)), (_BLOCK,), args)
 
-    def kaldi_frames(self, ptrs, offsets: np.ndarray):
+    def log_mel(self, ptrs, offsets: np.ndarray):
+        """float32 [total frames, 80] from the utterances' power spectra at ``ptrs``."""
         import cupy
 
         total = int(offsets[-1])
-        frames = cupy.empty((total, FFT_SIZE), dtype=cupy.float32)
+        out = cupy.empty((total, NUM_MEL_BINS), dtype=cupy.float32)
         if total == 0:  # a grid of no blocks is an invalid launch
-            return frames
+            return out
+        if self._mel is None:
+            self._mel = (cupy.asarray(mel_matrix()), cupy.asarray(mel_bands()))
+        weights, bands = self._mel
         args = (
             cupy.asarray(ptrs),
             cupy.asarray(offsets),
             np.int32(len(offsets) - 1),
-            cupy.asarray(povey_window()),
-            frames,
+            weights,
+            bands,
+            np.float32(LOG_FLOOR),
+            out,
         )
-        self.k["kaldi_frames"]((total,), (128,), args)
-        return frames
+        self.k["log_mel"]((total,), (128,), args)
+        return out
 
     def spec_augment(self, data, freq: np.ndarray, time: np.ndarray) -> None:
         import cupy
@@ -223,33 +230,35 @@ class GpuBatchMaker(BatchMaker):
         return pipe.run(self.stream)
 
     def decoded(self, outputs, rows: range) -> Decoded:
-        audio, audio_lengths = outputs
+        features, audio_lengths = outputs
         lengths = np.array([int(np.asarray(audio_lengths[i])[0]) for i in rows], dtype=np.int64)
-        ptrs = np.array([audio[i].data_ptr() for i in rows], dtype=np.uint64)
+        shapes = [features[i].shape() for i in rows]  # host metadata: no sync
+        frames = np.array([s[0] for s in shapes], dtype=np.int64)
+        numel = np.array([int(np.prod(s)) for s in shapes], dtype=np.int64)
+        ptrs = np.array([features[i].data_ptr() for i in rows], dtype=np.uint64)
         with self._cupy_device, self._cupy_stream:
-            stats = self.kernels.segment_stats(ptrs, lengths, 1)
+            # over each output as one channel: the NaN/inf check, and the waveform's layer norm
+            stats = self.kernels.segment_stats(ptrs, numel, 1)
             # the one host sync of a batch: which files hold NaN/inf decides what is kept
             nonfinite = stats[:, 0, 2].get(stream=self._cupy_stream)
-        return Decoded(lengths, nonfinite.astype(np.int64), (ptrs, stats, outputs))
+        return Decoded(lengths, nonfinite.astype(np.int64), (ptrs, frames, stats, outputs))
 
     def make(
         self, examples: list[Example], decoded: Decoded, keep: list[int], plan_index: int = 0
     ) -> Seq2SeqBatch:
         import cupy
 
-        ptrs, audio_stats, outputs = decoded.payload
+        ptrs, rows, audio_stats, outputs = decoded.payload
         keep_at = np.asarray(keep, dtype=np.int64)
-        ptrs, lengths = ptrs[keep_at], decoded.lengths[keep_at]
+        ptrs, lengths = ptrs[keep_at], rows[keep_at]
         scratch: list[object] = [outputs]
         with self._cupy_device, self._cupy_stream, torch.cuda.stream(self.stream):
             if self.use_fbank:
                 offsets = frame_offsets(lengths.tolist())
-                frames = self.kernels.kaldi_frames(ptrs, offsets)
-                mel = log_mel(frames, cupy)
-                lengths = np.diff(offsets)
+                mel = self.kernels.log_mel(ptrs, offsets)
                 ptrs = (mel.data.ptr + offsets[:-1] * NUM_MEL_BINS * 4).astype(np.uint64)
                 stats = self.kernels.segment_stats(ptrs, lengths, NUM_MEL_BINS)
-                scratch += [frames, mel]
+                scratch.append(mel)
                 channels = NUM_MEL_BINS
             else:
                 stats = audio_stats[cupy.asarray(keep_at)] if self.norm else None

@@ -21,7 +21,7 @@ from dali_asr.collate import (
     segment_stats,
     to_bfloat16_bits,
 )
-from dali_asr.fbank import FFT_SIZE, kaldi_frames, povey_window
+from dali_asr.fbank import LOG_FLOOR, log_mel, mel_bands, mel_matrix
 from dali_asr.gpu_collate import KERNEL_FUNCTIONS, kernel_dir, kernel_source
 from dali_asr.report import ExampleKey
 
@@ -96,22 +96,21 @@ def test_collate_targets_pads_with_pad_idx() -> None:
     assert out.tolist() == [[5, 6, 7], [1, 1, 1], [9, 1, 1]] and out.dtype == np.int64
 
 
-def test_kaldi_frames_against_a_per_frame_loop() -> None:
-    """Kaldi's ProcessWindow, written out one frame at a time."""
+def test_log_mel_sums_kaldis_triangles_and_floors() -> None:
+    """The reference of log_mel.cu against a direct sum over each triangle's bins (the
+    kernel's loop), and the floor for silence."""
     rng = np.random.default_rng(3)
-    samples = [rng.normal(0, 0.1, n).astype(np.float32) for n in (399, 400, 1234, 0, 16_000)]
-    frames, offsets = kaldi_frames(samples)
-    assert offsets.tolist() == [0, 0, 1, 7, 7, 105]
-    assert frames.shape == (105, FFT_SIZE) and not frames[:, 400:].any()
-    window = povey_window().astype(np.float64)
-    for b, audio in enumerate(samples):
-        for i in range(offsets[b + 1] - offsets[b]):
-            x = audio[160 * i : 160 * i + 400].astype(np.float64) * 32768
-            x -= x.mean()
-            for j in range(399, 0, -1):
-                x[j] -= 0.97 * x[j - 1]
-            x[0] -= 0.97 * x[0]
-            np.testing.assert_allclose(frames[offsets[b] + i, :400], x * window, atol=0.02)
+    power = rng.random((7, 257)).astype(np.float32) * 1e6
+    power[3] = 0.0
+    got = log_mel(power)
+    weights, bands = mel_matrix(), mel_bands()
+    for b in range(80):
+        first, count = bands[b]
+        assert np.all(weights[first : first + count, b] > 0)
+        assert not weights[:first, b].any() and not weights[first + count :, b].any()
+        direct = (power[:, first : first + count] * weights[first : first + count, b]).sum(1)
+        np.testing.assert_allclose(got[:, b], np.log(np.maximum(direct, LOG_FLOOR)), rtol=1e-5)
+    assert np.all(got[3] == np.float32(np.log(np.float32(LOG_FLOOR))))
 
 
 def test_spec_augment_masks_are_seeded_per_example_and_in_range() -> None:
