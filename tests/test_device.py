@@ -46,3 +46,22 @@ def test_cpu_loader_collates_with_the_numpy_references(
 
     maker = _loader(small_dataset, espeak_tokenizer).batch_maker()
     assert type(maker) is BatchMaker
+
+
+@pytest.mark.parametrize("fbank", [False, True])
+@pytest.mark.parametrize("speed", [False, True])
+def test_gpu_graph_is_defined_without_a_gpu(fbank: bool, speed: bool) -> None:
+    """The GPU variant of the one graph definition traces here (only building it needs
+    CUDA): the same operators with a ``.gpu()`` after decoding."""
+    from dali_asr.graph import build_pipeline
+
+    pipe = build_pipeline(
+        lambda: [],
+        max_batch_size=4,
+        num_threads=1,
+        device="gpu",
+        device_id=0,
+        fbank=fbank,
+        speed_perturb=speed,
+    )
+    assert pipe.device_id == 0
