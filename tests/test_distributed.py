@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,13 @@ def config(shuffle: bool = False, strategy: str = "LENGTH"):
     )
 
 
+def _free_port() -> int:
+    """A port nobody listens on now (a fixed one collides with a concurrent run)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_torchrun_two_processes(small_dataset: Path, espeak_tokenizer: Path, tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE"))}
     cmd = [
@@ -44,7 +52,7 @@ def test_torchrun_two_processes(small_dataset: Path, espeak_tokenizer: Path, tmp
         "--nproc-per-node",
         "2",
         "--master-port",
-        str(29_500 + os.getpid() % 1000),
+        str(_free_port()),
         str(HELPER),
         str(small_dataset),
         str(espeak_tokenizer),
