@@ -1,9 +1,11 @@
-"""Start-up of the training stream against the number of partitions.
+"""Start-up and resume of the training stream against the number of partitions.
 
 Writes datasets of N tiny (corpus, language) partitions (real espeak-mini audio, 2 row groups
 each) and measures, in this process: loader construction (footers only), time to the first
-planned batch (metadata) and to the first decoded batch. Prints the times and the ratio of the
-largest N to the smallest: start-up should grow with partitions (footers), not with rows.
+planned batch (metadata) and to the first decoded batch; then the resume state after 200
+planned batches (its JSON size) and the time a new loader takes from ``load_state_dict`` to
+its next planned batch. Prints the times and the ratio of the largest N to the smallest:
+start-up should grow with partitions (footers), not with rows.
 
     .venv/bin/python benchmarks/startup.py [--partitions 10 100 1000]
 """
@@ -11,6 +13,8 @@ largest N to the smallest: start-up should grow with partitions (footers), not w
 from __future__ import annotations
 
 import argparse
+import itertools
+import json
 import logging
 import tempfile
 import time
@@ -67,7 +71,23 @@ def measure(data: Path, tsv: Path) -> dict[str, float]:
     next(iter(loader))
     decoded = time.perf_counter() - t0
     loader.close()
-    return {"construct_s": built, "first_plan_s": planned, "first_batch_s": decoded}
+    result = {"construct_s": built, "first_plan_s": planned, "first_batch_s": decoded}
+    return {**result, **measure_resume(loader, lambda: AsrLoader(data, "train", config, tokenizer))}
+
+
+def measure_resume(loader: AsrLoader, new_loader) -> dict[str, float]:
+    """The state after 200 planned batches, and a new loader's restore from it."""
+    plan = loader.plan()
+    for _ in itertools.islice(plan, 200):
+        pass
+    state = loader.plan_state()
+    plan.close()
+    fresh = new_loader()
+    t0 = time.perf_counter()
+    fresh.load_state_dict(json.loads(json.dumps(state)))
+    next(iter(fresh.plan()))
+    restored = time.perf_counter() - t0
+    return {"state_kb": len(json.dumps(state)) / 1000, "restore_s": restored}
 
 
 def main() -> None:
@@ -80,14 +100,18 @@ def main() -> None:
         for n in args.partitions:
             data = make_dataset(Path(tmp), n)
             results[n] = measure(data, Path(tmp) / f"p{n}.tsv")
-    print(f"{'partitions':>10} {'construct s':>12} {'first plan s':>13} {'first batch s':>14}")
+    print(
+        f"{'partitions':>10} {'construct s':>12} {'first plan s':>13} {'first batch s':>14} "
+        f"{'state KB':>9} {'restore s':>10}"
+    )
     for n, r in results.items():
         print(
             f"{n:>10} {r['construct_s']:>12.3f} {r['first_plan_s']:>13.3f} "
-            f"{r['first_batch_s']:>14.3f}"
+            f"{r['first_batch_s']:>14.3f} {r['state_kb']:>9.1f} {r['restore_s']:>10.3f}"
         )
     lo, hi = min(results), max(results)
-    total = {n: sum(r.values()) for n, r in results.items()}
+    startup = ("construct_s", "first_plan_s", "first_batch_s")
+    total = {n: sum(r[k] for k in startup) for n, r in results.items()}
     print(
         f"ratio total start-up {hi} / {lo} partitions: {total[hi] / total[lo]:.1f}x "
         f"for {hi / lo:.0f}x the partitions"
