@@ -184,6 +184,13 @@ class DaliAsrSettings:
     decode_batch: int = 32
     """Files per DALI iteration: consecutive planned batches are decoded together up to this
     many files (when they are ready), so a batch of two long files does not idle the threads."""
+    decode_samples: int | None = None
+    """Samples of audio per DALI iteration: consecutive planned batches are grouped only while
+    their audio fits this too (a group's first batch always goes whole). It bounds the memory
+    DALI holds for the iterations in flight; counted in files alone, rare groups of many long
+    files kept the process's memory growing for a quarter of an hour (benchmarks/RESULTS.md,
+    soak). None = the largest planned batch: ``max_num_elements`` (``batch_size *
+    max_audio_len`` with STATIC batching)."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
     telemetry_log_every: int | None = None
@@ -256,6 +263,11 @@ class LoaderConfig:
         _require(d.sort_window >= 1, "dali_asr.sort_window", ">= 1")
         _require(d.state_every >= 1, "dali_asr.state_every", ">= 1")
         _require(d.decode_batch >= 1, "dali_asr.decode_batch", ">= 1")
+        _require(
+            d.decode_samples is None or d.decode_samples >= 1,
+            "dali_asr.decode_samples",
+            "None (the largest planned batch) or >= 1",
+        )
         _require(
             d.speed_perturb is None
             or (

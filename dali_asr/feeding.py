@@ -41,6 +41,7 @@ from dali_asr.audio_check import (
 )
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.collate import BatchMaker
+from dali_asr.config import AsrTaskConfig, BatchingStrategy
 from dali_asr.graph import build_pipeline
 from dali_asr.report import SkipReport
 from dali_asr.storage.examples import Example, fill_audio
@@ -153,6 +154,16 @@ class Failure:
         self.error = error
 
 
+def decode_samples(task: AsrTaskConfig, setting: int | None) -> int:
+    """The audio samples one DALI iteration may decode: the setting, else the largest batch
+    the plan can emit (so grouping never makes an iteration larger than one full batch)."""
+    if setting is not None:
+        return setting
+    if task.batching_strategy is BatchingStrategy.STATIC:
+        return task.batch_size * task.max_audio_len
+    return max(task.max_num_elements, task.max_audio_len)
+
+
 @dataclass
 class PipelineSettings:
     max_batch_size: int
@@ -162,6 +173,7 @@ class PipelineSettings:
     prefetch_queue_depth: int
     on_bad_audio: str
     decode_batch: int = 32
+    decode_samples: int | None = None
 
 
 class Feeder:
@@ -251,12 +263,21 @@ class Feeder:
 
     def _source(self) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         """Called by DALI, in the feeding thread, for every iteration it schedules: one or
-        more planned batches, up to ``decode_batch`` files when more are ready, so DALI's
-        threads are not left idle by a batch of two long files. Errors end the epoch through
-        ``_source_end``: DALI would report them as its own."""
+        more planned batches, up to ``decode_batch`` files and ``decode_samples`` samples of
+        audio when more are ready, so DALI's threads are not left idle by a batch of two long
+        files. Errors end the epoch through ``_source_end``: DALI would report them as its
+        own.
+
+        The sample budget bounds what one iteration decodes, and so the memory DALI and the
+        heaps under it hold: counted in files only, a group of sixteen batches of two 30 s
+        files decodes 61 MB where a typical one decodes 4, and the process's memory kept
+        growing for a quarter of an hour, each time a rarer, larger group came
+        (benchmarks/RESULTS.md, soak). The first batch of a group is always taken whole."""
         group: list[Planned] = []
         files = 0
-        while files < self.settings.decode_batch:
+        samples = 0
+        budget = self.settings.decode_samples
+        while files < self.settings.decode_batch and (budget is None or samples < budget):
             item = self._next_planned(wait=not group)
             if item is None:
                 break
@@ -274,11 +295,16 @@ class Feeder:
             if not item.examples:
                 self.batches_dropped += 1
                 continue
-            if group and files + len(item.examples) > self.settings.decode_batch:
+            size = sum(ex.audio_size for ex in item.examples)
+            if group and (
+                files + len(item.examples) > self.settings.decode_batch
+                or (budget is not None and samples + size > budget)
+            ):
                 self._replay.appendleft(item)
                 break
             group.append(item)
             files += len(item.examples)
+            samples += size
         self._in_dali.append(group)
         encoded = [ex.audio for planned in group for ex in planned.examples]
         augmenter = self.maker.augmenter

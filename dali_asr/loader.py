@@ -42,6 +42,7 @@ from dali_asr.feeding import (
     Feeder,
     PipelineSettings,
     Resume,
+    decode_samples,
     planned_batches,
 )
 from dali_asr.gpu_collate import hand_over
@@ -307,6 +308,7 @@ class AsrLoader:
                 prefetch_queue_depth=settings.prefetch_queue_depth,
                 on_bad_audio=settings.on_bad_audio,
                 decode_batch=settings.decode_batch,
+                decode_samples=decode_samples(self.task, settings.decode_samples),
             ),
             report=self.report,
             num_prefetch=self.task.num_prefetch,
