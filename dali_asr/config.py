@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from dali_asr.augment import SpecAugmentSettings
+from dali_asr.config_keys import close_match, report_status
 
 log = logging.getLogger(__name__)
 
@@ -326,46 +327,6 @@ def _require(ok: bool, key: str, expected: str) -> None:
         raise ConfigError(f"config key {key}: expected {expected}")
 
 
-# Keys that are accepted, with a warning, because dali-asr does not implement them yet.
-NOT_IMPLEMENTED = {
-    "asr_task_config.spec_aug_p",
-    "asr_task_config.no_padding",
-    "mixture_parquet_storage_config.fragment_streaming.limit",
-    "mixture_parquet_storage_config.fragment_streaming.files_circular_shift",
-    "mixture_parquet_storage_config.fragment_loading.filters",
-}
-
-# fairseq2 tuning knobs with no meaning in dali-asr's design; accepted and reported once.
-NO_EFFECT = {
-    "asr_task_config.npc",
-    "asr_task_config.unified_audio_feature_keys",
-    "asr_task_config.spec_aug_freq_mask_param",
-    "asr_task_config.spec_aug_time_mask_param",
-    "mixture_parquet_storage_config.sync_batches",
-    "mixture_parquet_storage_config.num_prefetch",
-    "mixture_parquet_storage_config.split_column",
-    "mixture_parquet_storage_config.parquet_path_name",
-    "mixture_parquet_storage_config.fragment_streaming.parquet_path",
-    "mixture_parquet_storage_config.fragment_streaming.filesystem",
-    "mixture_parquet_storage_config.fragment_streaming.name",
-    "mixture_parquet_storage_config.fragment_streaming.weight",
-    "mixture_parquet_storage_config.fragment_streaming.split_to_row_groups",
-    "mixture_parquet_storage_config.fragment_streaming.fragment_shuffle_window",
-    "mixture_parquet_storage_config.fragment_streaming.nb_epochs",
-}
-NO_EFFECT_PREFIXES = tuple(
-    f"mixture_parquet_storage_config.fragment_loading.{key}"
-    for key in (
-        "columns",
-        "rename_columns",
-        "add_fragment_traces",
-        "drop_null",
-        "min_batch_size",
-        "non_deterministic_read",
-        "num_parallel_fragments",
-    )
-)
-
 _DATASET_KEYS = {
     "name",
     "family",
@@ -492,16 +453,16 @@ def _build(cls: type, values: dict[str, Any] | None, prefix: str) -> Any:
     for key, value in values.items():
         name = f"{prefix}.{key}"
         if key not in fields:
-            hint = _close_match(key, fields)
+            hint = close_match(key, fields)
             suggestion = f" (did you mean {prefix}.{hint}?)" if hint else ""
             raise ConfigError(f"unknown config key {name}{suggestion}")
         default = getattr(cls(), key)
         if dataclasses.is_dataclass(default):
             kwargs[key] = _build(type(default), value, name)
-            _report_status(name, kwargs[key], default)
+            report_status(name, kwargs[key], default)
             continue
         kwargs[key] = _coerce(name, value, default, fields[key].type)
-        _report_status(name, kwargs[key], default)
+        report_status(name, kwargs[key], default)
     return cls(**kwargs)
 
 
@@ -536,20 +497,3 @@ def _coerce(name: str, value: Any, default: Any, annotation: Any) -> Any:
             raise ConfigError(f"config key {name}: expected a number, got {value!r}")
         return float(value)
     return value
-
-
-def _report_status(name: str, value: Any, default: Any) -> None:
-    if value == default:
-        return
-    name = name.removeprefix("dataset.")
-    if name in NOT_IMPLEMENTED:
-        log.warning("config key %s is not implemented yet by dali-asr and is ignored", name)
-    elif name in NO_EFFECT or name.startswith(NO_EFFECT_PREFIXES):
-        log.info("config key %s has no effect in dali-asr (a fairseq2 tuning knob)", name)
-
-
-def _close_match(key: str, candidates: dict[str, Any]) -> str | None:
-    import difflib
-
-    match = difflib.get_close_matches(key, list(candidates), n=1)
-    return match[0] if match else None
