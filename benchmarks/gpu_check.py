@@ -316,7 +316,7 @@ class _DecodeOnly:
 
         empty = torch.zeros((len(keep), 1))
         lens = torch.ones(len(keep), dtype=torch.int64)
-        return self.inner.batch(examples, empty, lens, empty.bool(), lens[:, None])
+        return self.inner.batch(examples, empty, lens, empty.bool(), lens[:, None], [1] * len(keep))
 
 
 def check_throughput(data: Path, threads: int, batches: int) -> None:

@@ -34,6 +34,10 @@ class Seq2SeqBatch:
     """Index of this batch in its epoch's plan (the same on every restart)."""
     plan_state: tuple[int, dict | None] | None = field(default=None, repr=False, compare=False)
     """(index, state): the latest saved plan state at or before this batch (for resume)."""
+    host_lengths: tuple[list[int], list[int]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """(source, target) lengths as host integers: reading the GPU tensors back would sync."""
     ready: object = field(default=None, repr=False, compare=False)
     """GPU path: the CUDA event after the batch's kernels, until the training thread's stream
     has been made to wait for it (``gpu_collate.hand_over``)."""

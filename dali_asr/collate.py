@@ -200,12 +200,14 @@ class BatchMaker:
             keys = [self.key(ex) for ex in examples]
             freq, time = self.augmenter.masks(keys, plan_index, [len(f) for f in features])
             self.augmenter.apply(source, freq, time)
+        lengths = [len(f) for f in features]
         return self.batch(
             examples,
             audio_tensor(source, self.dtype),
-            torch.tensor([len(f) for f in features], dtype=torch.int64),
+            torch.tensor(lengths, dtype=torch.int64),
             torch.from_numpy(mask),
             torch.from_numpy(collate_targets([ex.tokens for ex in examples], self.pad_idx)),
+            lengths,
         )
 
     def batch(
@@ -215,14 +217,17 @@ class BatchMaker:
         lengths: torch.Tensor,
         mask: torch.Tensor,
         targets: torch.Tensor,
+        host_lengths: list[int],
     ) -> Seq2SeqBatch:
         files = [self.files[ex.file_index] for ex in examples]
+        target_lens = [len(ex.tokens) for ex in examples]
         return Seq2SeqBatch(
             source_seqs=source,
             source_seq_lens=lengths,
             source_padding_mask=mask,
             target_seqs=targets,
-            target_seq_lens=torch.tensor([len(ex.tokens) for ex in examples]).to(source.device),
+            target_seq_lens=torch.tensor(target_lens).to(source.device),
+            host_lengths=(host_lengths, target_lens),
             keys=[self.key(ex) for ex in examples],
             language=[f.language for f in files],
             corpus=[f.corpus for f in files],

@@ -279,7 +279,7 @@ class GpuBatchMaker(BatchMaker):
             seq_lens = torch.from_numpy(lengths).to(self.device, non_blocking=True)
             event = self.stream.record_event()
         self._alive.add(event, scratch)
-        batch = self.batch(examples, source, seq_lens, mask, targets)
+        batch = self.batch(examples, source, seq_lens, mask, targets, lengths.tolist())
         batch.ready = event
         return batch
 

@@ -496,7 +496,10 @@ class _Epoch(Iterator[Seq2SeqBatch]):
         if batch.plan_state is not None:
             self._state_at, self._state = batch.plan_state
         hand_over(batch)
-        self._owner.telemetry.record(batch, time.perf_counter() - asked)
+        source_lens, target_lens = batch.host_lengths or (None, None)
+        self._owner.telemetry.record(
+            batch, time.perf_counter() - asked, source_lens=source_lens, target_lens=target_lens
+        )
         return batch
 
     def close(self) -> None:
