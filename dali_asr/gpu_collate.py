@@ -277,9 +277,11 @@ class GpuBatchMaker(BatchMaker):
             if targets.numel():
                 self.kernels.collate_targets(tokens, self.pad_idx, as_cupy(targets))
             seq_lens = torch.from_numpy(lengths).to(self.device, non_blocking=True)
+            # on this stream too: a copy on the default stream would wait for the training
+            # step queued there
+            batch = self.batch(examples, source, seq_lens, mask, targets, lengths.tolist())
             event = self.stream.record_event()
         self._alive.add(event, scratch)
-        batch = self.batch(examples, source, seq_lens, mask, targets, lengths.tolist())
         batch.ready = event
         return batch
 
