@@ -186,16 +186,25 @@ class BatchMaker:
         features, audio_lengths = outputs
         arrays = [np.asarray(features[i]) for i in rows]
         lengths = np.array([int(np.asarray(audio_lengths[i])[0]) for i in rows], dtype=np.int64)
+        if self.norm is not None and not self.use_fbank:
+            # one pass gives the NaN check and the layer norm's sums, as on the GPU
+            stats = segment_stats(arrays)
+            return Decoded(lengths, stats[:, 0, 2].astype(np.int64), (arrays, stats))
         nonfinite = np.array([a.size - np.count_nonzero(np.isfinite(a)) for a in arrays])
-        return Decoded(lengths, nonfinite, arrays)
+        return Decoded(lengths, nonfinite, (arrays, None))
 
     def make(
         self, examples: list[Example], decoded: Decoded, keep: list[int], plan_index: int = 0
     ) -> Seq2SeqBatch:
         """The batch of ``examples`` (the kept ones), whose audio is ``decoded`` at ``keep``."""
-        arrays = [decoded.payload[i] for i in keep]
-        features = fbank_features(arrays) if self.use_fbank else arrays
-        source, mask = collate_audio(features, self.dtype, self.pad_to_multiple, self.norm)
+        arrays, stats = decoded.payload
+        features = [arrays[i] for i in keep]
+        if self.use_fbank:
+            features = fbank_features(features)
+        kept_stats = None if stats is None else stats[keep]
+        source, mask = collate_audio(
+            features, self.dtype, self.pad_to_multiple, self.norm, kept_stats
+        )
         if self.use_fbank and self.augmenter is not None and self.augmenter.masks_spectrum:
             keys = [self.key(ex) for ex in examples]
             freq, time = self.augmenter.masks(keys, plan_index, [len(f) for f in features])

@@ -203,9 +203,13 @@ def hand_over(batch: Seq2SeqBatch) -> None:
         return
     stream = torch.cuda.current_stream(batch.source_seqs.device)
     stream.wait_event(event)
-    for t in (batch.source_seqs, batch.source_seq_lens, batch.source_padding_mask):
-        t.record_stream(stream)
-    for t in (batch.target_seqs, batch.target_seq_lens):
+    for t in (
+        batch.source_seqs,
+        batch.source_seq_lens,
+        batch.source_padding_mask,
+        batch.target_seqs,
+        batch.target_seq_lens,
+    ):
         t.record_stream(stream)
     batch.ready = None
 
