@@ -210,12 +210,16 @@ class BatchMaker:
             freq, time = self.augmenter.masks(keys, plan_index, [len(f) for f in features])
             self.augmenter.apply(source, freq, time)
         lengths = [len(f) for f in features]
+        target_lens = [len(ex.tokens) for ex in examples]
         return self.batch(
             examples,
             audio_tensor(source, self.dtype),
-            torch.tensor(lengths, dtype=torch.int64),
             torch.from_numpy(mask),
             torch.from_numpy(collate_targets([ex.tokens for ex in examples], self.pad_idx)),
+            (
+                torch.tensor(lengths, dtype=torch.int64),
+                torch.tensor(target_lens, dtype=torch.int64),
+            ),
             lengths,
         )
 
@@ -223,20 +227,21 @@ class BatchMaker:
         self,
         examples: list[Example],
         source: torch.Tensor,
-        lengths: torch.Tensor,
         mask: torch.Tensor,
         targets: torch.Tensor,
+        lengths: tuple[torch.Tensor, torch.Tensor],
         host_lengths: list[int],
     ) -> Seq2SeqBatch:
+        """The batch around collated tensors; ``lengths`` are the source and target lengths,
+        on the source's device."""
         files = [self.files[ex.file_index] for ex in examples]
-        target_lens = [len(ex.tokens) for ex in examples]
         return Seq2SeqBatch(
             source_seqs=source,
-            source_seq_lens=lengths,
+            source_seq_lens=lengths[0],
             source_padding_mask=mask,
             target_seqs=targets,
-            target_seq_lens=torch.tensor(target_lens).to(source.device),
-            host_lengths=(host_lengths, target_lens),
+            target_seq_lens=lengths[1],
+            host_lengths=(host_lengths, [len(ex.tokens) for ex in examples]),
             keys=[self.key(ex) for ex in examples],
             language=[f.language for f in files],
             corpus=[f.corpus for f in files],

@@ -172,7 +172,7 @@ class DaliAsrSettings:
     device: str = "auto"
     """``auto`` (GPU when CUDA is available), ``cpu`` or ``gpu``."""
     device_id: int | None = None
-    """CUDA device; None = ``LOCAL_RANK`` or 0."""
+    """CUDA device; None = ``LOCAL_RANK`` modulo the visible GPUs, else the current device."""
     num_threads: int = 2
     """DALI CPU threads (audio decoding)."""
     dtype: str | None = None
@@ -298,17 +298,15 @@ class LoaderConfig:
 def _resolve_auto_max_num_elements(cfg: LoaderConfig) -> None:
     """``max_num_elements: auto``: about 40,000 samples per GB of the GPU's memory (the CPU
     gets the reference's default). Each rank resolves it on its own GPU: use one GPU type."""
-    import os
-
     import torch
 
+    from dali_asr.cuda_env import device_index
     from dali_asr.tune import auto_max_num_elements
 
     d = cfg.dali_asr
     device = None
     if d.device != "cpu" and torch.cuda.is_available():
-        index = d.device_id if d.device_id is not None else int(os.environ.get("LOCAL_RANK", "0"))
-        device = torch.device("cuda", index)
+        device = torch.device("cuda", device_index(d.device_id))
     value, why = auto_max_num_elements(cfg.asr_task_config.max_audio_len, device)
     cfg.asr_task_config.max_num_elements = value
     log.info("max_num_elements: auto -> %d (%s)", value, why)

@@ -5,8 +5,9 @@ Streams and lifetimes, which is what makes this safe:
 
 - DALI runs with ``pipe.run(stream)`` on this maker's side stream, so its outputs are ordered
   on that stream; every kernel, cuFFT and cuBLAS call below is launched on the same stream
-  (CuPy's current stream is an ``ExternalStream`` over it), so no kernel reads an output
-  before DALI has written it.
+  (CuPy's current stream wraps it), so no kernel reads an output before DALI has written
+  it. The lengths go to the device from pinned memory on that stream too: the one host sync
+  of a batch is the NaN/inf check in :meth:`GpuBatchMaker.decoded`.
 - The outputs are written into tensors torch allocated on that stream; CuPy sees them through
   DLPack (the same memory: ``gpu_check.py`` checks the pointers). After the last launch of a
   batch an event is recorded; the training thread makes its own stream wait for that event
@@ -19,10 +20,11 @@ Streams and lifetimes, which is what makes this safe:
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 from collections.abc import Sequence
 from functools import cache
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +49,25 @@ _MAX_BLOCKS = 1024
 _KEEP_ALIVE = 64
 
 
-def kernel_dir() -> Path:
-    """``kernels/`` of a source checkout, else the copy a wheel installs under the prefix."""
-    here = Path(__file__).resolve().parents[1] / "kernels"
-    return here if here.is_dir() else Path(sys.prefix) / "share" / "dali-asr" / "kernels"
+def kernel_files() -> Traversable:
+    """The CUDA sources: package data ``dali_asr.kernels`` (the top-level ``kernels/`` folder,
+    mapped into the package by pyproject.toml), or in a source checkout used without an install
+    (``PYTHONPATH``) that checkout's ``kernels/``."""
+    try:
+        return resources.files("dali_asr.kernels")
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parents[1]
+        project = root / "pyproject.toml"
+        if project.is_file() and 'name = "dali-asr"' in project.read_text(encoding="utf-8"):
+            return root / "kernels"
+        raise
 
 
 def kernel_source(name: str) -> str:
-    return (kernel_dir() / f"{name}.cu").read_text(encoding="utf-8")
+    source = kernel_files().joinpath(f"{name}.cu")
+    if not source.is_file():
+        raise FileNotFoundError(f"kernel source {name}.cu is missing from {kernel_files()}")
+    return source.read_text(encoding="utf-8")
 
 
 class Kernels:
@@ -120,9 +133,17 @@ class GpuKernels:
         return out
 
     def collate_audio(self, ptrs, lengths, channels, width, stats, norm, dtype, out, mask):
+        self.launch(self.collate_audio_call(ptrs, lengths, channels, width, stats, norm, dtype,
+                                            out, mask))  # fmt: skip
+
+    def collate_audio_call(self, ptrs, lengths, channels, width, stats, norm, dtype, out, mask):
+        """(kernel, grid, block, args) of one collation, its arguments already on the device,
+        so that a benchmark can launch it again without copying them."""
         import cupy
 
         null = np.uint64(0)
+        rows_per_block = _BLOCK // channels  # the kernel's blocks step over rows, not cells
+        grid = (max(1, min(_MAX_BLOCKS, -(-width // rows_per_block))), len(lengths))
         args = (
             cupy.asarray(ptrs),
             cupy.asarray(lengths),
@@ -134,8 +155,12 @@ class GpuKernels:
             out,
             mask,
         )
-        name = f"collate_audio_{_DTYPE_SUFFIX[dtype]}"
-        self.k[name](_grid(width * channels, len(lengths)), (_BLOCK,), args)
+        return self.k[f"collate_audio_{_DTYPE_SUFFIX[dtype]}"], grid, (_BLOCK,), args
+
+    @staticmethod
+    def launch(call) -> None:
+        kernel, grid, block, args = call
+        kernel(grid, block, args)
 
     def collate_targets(self, tokens: Sequence[np.ndarray], pad_idx: int, out) -> None:
         import cupy
@@ -214,6 +239,16 @@ def hand_over(batch: Seq2SeqBatch) -> None:
     batch.ready = None
 
 
+def cupy_stream(stream: torch.cuda.Stream):
+    """A CuPy stream over torch's (CuPy 14's ``Stream.from_external``; ``ExternalStream``,
+    deprecated there, before it). Call with the stream's device current."""
+    import cupy
+
+    if hasattr(cupy.cuda.Stream, "from_external"):
+        return cupy.cuda.Stream.from_external(stream)
+    return cupy.cuda.ExternalStream(stream.cuda_stream, stream.device.index)
+
+
 class GpuBatchMaker(BatchMaker):
     """``BatchMaker`` with the kernels: DALI's GPU outputs in, a GPU ``Seq2SeqBatch`` out."""
 
@@ -225,7 +260,7 @@ class GpuBatchMaker(BatchMaker):
         self.stream = torch.cuda.Stream(self.device)
         self._cupy_device = cupy.cuda.Device(device_id)
         with self._cupy_device:
-            self._cupy_stream = cupy.cuda.ExternalStream(self.stream.cuda_stream, device_id)
+            self._cupy_stream = cupy_stream(self.stream)
             self.kernels = GpuKernels()
         self._alive = _KeepAlive()
 
@@ -280,10 +315,14 @@ class GpuBatchMaker(BatchMaker):
             )
             if targets.numel():
                 self.kernels.collate_targets(tokens, self.pad_idx, as_cupy(targets))
-            seq_lens = torch.from_numpy(lengths).to(self.device, non_blocking=True)
-            # on this stream too: a copy on the default stream would wait for the training
-            # step queued there
-            batch = self.batch(examples, source, seq_lens, mask, targets, lengths.tolist())
+            target_lens = [len(t) for t in tokens]
+            # one copy of both length vectors, from pinned memory on this stream: no host
+            # sync, and nothing queued behind the training step on the default stream
+            host = torch.tensor([lengths.tolist(), target_lens], dtype=torch.int64)
+            on_device = host.pin_memory().to(self.device, non_blocking=True)
+            batch = self.batch(
+                examples, source, mask, targets, (on_device[0], on_device[1]), lengths.tolist()
+            )
             event = self.stream.record_event()
         self._alive.add(event, scratch)
         batch.ready = event

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from dali_asr.cuda_env import preload_cufft
 from dali_asr.fbank import (
     FFT_SIZE,
     FRAME_LENGTH,
@@ -48,6 +49,9 @@ def build_pipeline(
     per file: the decoded audio (float32 [T]) or with ``fbank`` its Kaldi power spectra
     (float32 [frames, 257]), on ``device``; and the decoded sample count (int64 [1], CPU)."""
     from nvidia.dali import fn, pipeline_def, types
+
+    if device == "gpu" and fbank:
+        preload_cufft()
 
     @pipeline_def(
         batch_size=max_batch_size,
@@ -84,12 +88,12 @@ def build_pipeline(
             in_rate = rate * factor if speed_perturb else rate
             audio = fn.audio_resample(audio, in_rate=in_rate, out_rate=float(SAMPLE_RATE))
         lengths = audio.shape()[0:1]
-        return (kaldi_power(audio) if fbank else audio), lengths
+        return (kaldi_power(audio, device) if fbank else audio), lengths
 
     return asr_features()
 
 
-def kaldi_power(audio):
+def kaldi_power(audio, device: str = "cpu"):
     """Kaldi's power spectra [frames, 257] of 1-D audio in [-1, 1], as kaldi-native-fbank
     computes them (snip_edges): frame i is samples 160 i .. 160 i + 399, ×32768, minus the
     frame's mean, pre-emphasised inside the frame, times the Povey window, zero-padded to 512.
@@ -122,7 +126,8 @@ def kaldi_power(audio):
         axis=1,
     )
     offset = fn.reshape(mean * (1.0 - PREEMPHASIS), shape=fn.stack(frames, frames * 0 + 1))
-    windowed = (framed - offset) * types.Constant(povey_window())
+    # a constant on the audio's device: made there once, not copied every iteration
+    windowed = (framed - offset) * types.Constant(povey_window(), device=device)
     # the frames back to back, and a spectrogram whose windows are exactly those frames
     flat = fn.reshape(windowed, shape=fn.stack(frames * FRAME_LENGTH))
     return fn.spectrogram(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -34,6 +33,7 @@ from dali_asr.config import (
     SyncMode,
     load_config,
 )
+from dali_asr.cuda_env import device_index
 from dali_asr.elastic import own_state
 from dali_asr.feeding import (
     END,
@@ -150,11 +150,7 @@ class AsrLoader:
                 "blocks of one split's worth of rows" if self.endless else "the whole split",
             )
         self.device = resolve_device(self.config.dali_asr.device)
-        # torchrun starts one process per GPU and says which in LOCAL_RANK
-        configured = self.config.dali_asr.device_id
-        self.device_id = (
-            configured if configured is not None else int(os.environ.get("LOCAL_RANK", "0"))
-        )
+        self.device_id = device_index(self.config.dali_asr.device_id)
         self.report = SkipReport()
         self.telemetry = Telemetry(log_every=self.config.dali_asr.telemetry_log_every)
         """Padding, batch sizes, loader stalls and language shares; ``telemetry.as_dict()``."""

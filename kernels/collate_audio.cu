@@ -4,7 +4,7 @@
 // the padding mask. NumPy reference: dali_asr.collate.collate_audio.
 //
 // Launch contract
-//   grid  = (any >= 1, B): blocks stride over sample b's W * F cells
+//   grid  = (any >= 1, B): blocks stride over sample b's W rows
 //   block = 256 threads; F <= 256 (the per-channel mean/scale live in shared memory)
 //   the output and mask may hold anything before the launch: every cell is written
 // Arguments
@@ -20,6 +20,10 @@
 // Normalised value: (x - mean) * scale with mean = sum / n, var = max(sumsq / n - mean^2, 0) *
 // n / (n - ddof) and scale = 1 / sqrt(var + eps), or 0 when var + eps is 0 (a constant
 // channel comes out as zeros, not NaN). Rounding to 16 bits is round-to-nearest-even.
+//
+// Each thread owns one channel f of one row slot r of the block (r = thread / F, fixed), and
+// steps over rows: no division in the loop. A block covers floor(256 / F) rows at a time, so
+// consecutive threads still write consecutive cells.
 
 __device__ __forceinline__ float store_f32(float v) { return v; }
 
@@ -62,16 +66,20 @@ __device__ void collate(const unsigned long long* ptrs, const long long* lengths
         scale[f] = s;
     }
     __syncthreads();
+    const int rows_per_block = blockDim.x / num_channels;
+    const int slot = threadIdx.x / num_channels;
+    const int f = threadIdx.x - slot * num_channels;
+    if (slot >= rows_per_block) return;
     const float* x = reinterpret_cast<const float*>(ptrs[b]);
-    const long long cells = width * num_channels;
-    const long long filled = rows * num_channels;
-    Out* row_out = out + (long long)b * cells;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < cells;
-         i += (long long)gridDim.x * blockDim.x) {
-        const int f = (int)(i % num_channels);
-        const float v = i < filled ? (x[i] - mean[f]) * scale[f] : 0.0f;
-        row_out[i] = convert(v);
-        if (f == 0) mask[(long long)b * width + i / num_channels] = i >= filled;
+    const float m = mean[f], s = scale[f];
+    Out* sample_out = out + (long long)b * width * num_channels;
+    unsigned char* sample_mask = mask + (long long)b * width;
+    const long long step = (long long)gridDim.x * rows_per_block;
+    for (long long t = (long long)blockIdx.x * rows_per_block + slot; t < width; t += step) {
+        const long long i = t * num_channels + f;
+        const bool real = t < rows;
+        sample_out[i] = convert(real ? (x[i] - m) * s : 0.0f);
+        if (f == 0) sample_mask[t] = !real;
     }
 }
 

@@ -1,19 +1,25 @@
 """Shared fixtures: the real espeak-mini corpus and a small dataset built from its rows.
 
-``espeak_root`` is ../shared/data/espeak-mini (CI always has it: a missing copy is a failure, not
-a skip). ``small_dataset`` is a few real rows of it rewritten in the same hive layout with row
-groups of 40 rows, so that files hold several row groups, the last one partial.
+``espeak_root`` is ../shared/data/espeak-mini, or the folder ``$DALI_ASR_ESPEAK`` names (CI
+always has it: a missing copy is a failure, not a skip). ``small_dataset`` is a few real rows of
+it rewritten in the same hive layout with row groups of 40 rows, so that files hold several row
+groups, the last one partial.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-ESPEAK_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-mini"
+ESPEAK_ROOT = Path(
+    os.environ.get("DALI_ASR_ESPEAK")
+    or Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-mini"
+)
+"""espeak-mini: ``$DALI_ASR_ESPEAK``, else ../shared/data/espeak-mini beside the repository."""
 
 COLUMNS = ["text", "audio_bytes", "audio_size"]
 """The columns stored in Omnilingual's parquet files, in espeak-mini's order."""

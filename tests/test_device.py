@@ -1,5 +1,6 @@
-"""Which GPU a rank uses: torchrun's LOCAL_RANK unless ``dali_asr.device_id`` says otherwise,
-never every rank on GPU 0 (checked on the CPU: the loader resolves the index either way)."""
+"""Which GPU a rank uses: ``dali_asr.device_id``, else torchrun's LOCAL_RANK modulo the visible
+GPUs, else the current device; never every rank on GPU 0 (checked on the CPU: the loader
+resolves the index either way, and the rule is a pure function)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import MILESTONE_TASK
 
-from dali_asr.config import config_from_dict
+from dali_asr.config import ConfigError, config_from_dict
+from dali_asr.cuda_env import choose_device_index, cufft_libraries
 from dali_asr.loader import AsrLoader
 
 
@@ -37,6 +39,46 @@ def test_device_id_setting_wins(
 ) -> None:
     monkeypatch.setenv("LOCAL_RANK", "3")
     assert _loader(small_dataset, espeak_tokenizer, device_id=1).device_id == 1
+
+
+@pytest.mark.parametrize(
+    ("configured", "local_rank", "count", "current", "expected"),
+    [
+        (None, "3", 8, 0, 3),  # torchrun on an 8-GPU node
+        (None, "3", 1, 0, 0),  # one GPU per task (CUDA_VISIBLE_DEVICES): every rank's is 0
+        (None, "5", 4, 0, 1),  # two nodes' worth of local ranks on 4 GPUs
+        (None, None, 4, 2, 2),  # no torchrun: the device torch.cuda.set_device chose
+        (None, "", 4, 2, 2),
+        (1, "3", 4, 0, 1),  # the setting wins
+        (None, "3", 0, 0, 3),  # no GPU: the index is only recorded
+        (None, None, 0, 0, 0),
+    ],
+)
+def test_device_index_rule(
+    configured: int | None, local_rank: str | None, count: int, current: int, expected: int
+) -> None:
+    assert choose_device_index(configured, local_rank, count, current) == expected
+
+
+def test_device_id_beyond_the_visible_gpus_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match=r"dali_asr.device_id: 2.*sees 1 CUDA device"):
+        choose_device_index(2, None, 1, 0)
+
+
+def test_cufft_is_found_in_nvidia_wheel_folders(tmp_path: Path) -> None:
+    """The CUDA 12 and CUDA 13 wheels' layouts; cufftw and fully versioned names are not
+    what DALI opens."""
+    for rel in (
+        "cufft/lib/libcufft.so.11",
+        "cufft/lib/libcufftw.so.11",
+        "cu13/lib/libcufft.so.12",
+        "cu13/lib/libcufft.so.12.0.0",
+        "dali/libdali.so",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in cufft_libraries([tmp_path])]
+    assert found == ["cu13/lib/libcufft.so.12", "cufft/lib/libcufft.so.11"]
 
 
 def test_cpu_loader_collates_with_the_numpy_references(

@@ -1,0 +1,90 @@
+"""The process's CUDA environment: which device a rank uses, and the CUDA libraries that DALI
+opens by name.
+
+Device: ``dali_asr.device_id`` when set; else torchrun's ``LOCAL_RANK`` modulo the GPUs this
+process sees (a scheduler that gives each task one GPU through ``CUDA_VISIBLE_DEVICES`` shows
+every rank a device 0, whatever its local rank); else the current device, which a
+``torch.cuda.set_device`` call chose.
+
+cuFFT: DALI's GPU spectrogram ``dlopen``s ``libcufft.so.<major>`` by name. The GPU extras
+install NVIDIA's cuFFT wheel, whose library lies in ``site-packages/nvidia/.../lib``, where the
+dynamic loader never looks; loading it once by its path, globally, makes the by-name open find
+it (the loader matches an already loaded library by its soname).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from collections.abc import Iterable
+from functools import cache
+from pathlib import Path
+
+from dali_asr.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def choose_device_index(
+    configured: int | None, local_rank: str | None, count: int, current: int
+) -> int:
+    """The CUDA device index for this process (see the module's docstring). ``count`` is the
+    number of visible GPUs (0 on a CPU machine, where the index is only recorded)."""
+    if configured is not None:
+        if count and not 0 <= configured < count:
+            raise ConfigError(
+                f"config key dali_asr.device_id: {configured}, but this process sees {count} "
+                "CUDA device(s) (indices 0 .. count - 1, after CUDA_VISIBLE_DEVICES)"
+            )
+        return configured
+    if local_rank is not None and local_rank.strip():
+        rank = int(local_rank)
+        return rank % count if count else rank
+    return current if count else 0
+
+
+def device_index(configured: int | None) -> int:
+    """:func:`choose_device_index` for this process."""
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    local_rank = os.environ.get("LOCAL_RANK")
+    current = torch.cuda.current_device() if count and local_rank is None else 0
+    return choose_device_index(configured, local_rank, count, current)
+
+
+def cufft_libraries(roots: Iterable[Path]) -> list[Path]:
+    """cuFFT libraries (``libcufft.so.<major>``, not cufftw) under NVIDIA wheels' folders."""
+    found = {
+        path
+        for root in roots
+        for path in Path(root).glob("**/lib/libcufft.so.*")
+        if path.name.count(".") == 2  # libcufft.so.12, not libcufft.so.12.0.1
+    }
+    return sorted(found)
+
+
+@cache
+def preload_cufft() -> list[str]:
+    """Load every cuFFT of the installed NVIDIA wheels that the loader cannot already find by
+    name; returns the paths loaded."""
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    loaded = []
+    for path in cufft_libraries(Path(p) for p in nvidia.__path__):
+        try:
+            ctypes.CDLL(path.name)  # already on the loader's path (a toolkit, torch's own)
+            continue
+        except OSError:
+            pass
+        try:
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            loaded.append(str(path))
+        except OSError as e:
+            log.warning("could not load %s: %s", path, e)
+    if loaded:
+        log.debug("cuFFT loaded for DALI from %s", ", ".join(loaded))
+    return loaded
