@@ -21,7 +21,9 @@ from bench_common import SAMPLE_RATE, TRAIN_SHUFFLE, cpu_seconds
 STATS_NAME = "language_distribution_0.tsv"
 
 
-def loader_config(fbank: bool, device: str, threads: int, train: bool, data: Path) -> Any:
+def loader_config(
+    fbank: bool, device: str, threads: int, train: bool, data: Path, settings: dict | None = None
+) -> Any:
     """LENGTH 16,000 / 480,000 / 960,000 / 8, layer-normed waveform or fbank; ``train``: the
     recipe's training stream (UNTIL_FIRST, β 0.5 over the stats TSV, shuffle windows)."""
     from dali_asr.config import config_from_dict
@@ -42,7 +44,7 @@ def loader_config(fbank: bool, device: str, threads: int, train: bool, data: Pat
         {
             "asr_task_config": task,
             "mixture_parquet_storage_config": storage,
-            "dali_asr": {"device": device, "num_threads": threads},
+            "dali_asr": {"device": device, "num_threads": threads, **(settings or {})},
         }
     )
 
@@ -161,13 +163,17 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def stream_rate(data, tokenizer, fbank, device, threads, seconds, warmup=10) -> dict[str, float]:
+def stream_rate(
+    data, tokenizer, fbank, device, threads, seconds, warmup=10, settings=None
+) -> dict[str, float]:
     """The training stream end to end: audio-s/s and CPU ms per audio-s over ``seconds`` after
-    ``warmup`` batches, and the first batch (loader construction to first batch in hand)."""
+    ``warmup`` batches, and the first batch (loader construction to first batch in hand);
+    ``settings``: more of the ``dali_asr`` section."""
     from dali_asr.loader import AsrLoader
 
     t0 = time.perf_counter()
-    loader = AsrLoader(data, "train", loader_config(fbank, device, threads, True, data), tokenizer)
+    config = loader_config(fbank, device, threads, True, data, settings)
+    loader = AsrLoader(data, "train", config, tokenizer)
     first, samples, batches = 0.0, 0, 0
     for i, batch in enumerate(loader):
         if i == 0:
@@ -223,3 +229,22 @@ def decode_ceiling(data, tokenizer, threads, seconds, planned=200) -> dict[str, 
     audio = sum(sizes[5:done]) / SAMPLE_RATE
     del pipe
     return {"rate": audio / wall, "cpu_ms": used * 1e3 / audio, "n": done - 5}
+
+
+def planning_rate(data, tokenizer, seconds) -> dict[str, float]:
+    """The training stream's planning alone, audio included (no DALI): the serial part of the
+    loader that every batch passes through."""
+    from dali_asr.loader import AsrLoader
+
+    with AsrLoader(data, "train", loader_config(False, "cpu", 1, True, data), tokenizer) as ld:
+        plan = ld.planner().batches(with_audio=True)
+        for _ in itertools.islice(plan, 20):
+            pass
+        samples, start, cpu = 0, time.perf_counter(), cpu_seconds()
+        for batch in plan:
+            samples += sum(ex.audio_size for ex in batch)
+            if time.perf_counter() - start >= seconds:
+                break
+        wall, used = time.perf_counter() - start, cpu_seconds() - cpu
+    audio = samples / SAMPLE_RATE
+    return {"rate": audio / wall, "cpu_ms": used * 1e3 / audio}

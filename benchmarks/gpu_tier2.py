@@ -139,6 +139,12 @@ def _features_ms(count: int, n: int, fbank: bool, reps: int = 30) -> tuple[float
 
 
 def check_throughput(rows: Rows, data: Path, tokenizer, device: str, threads, seconds) -> None:
+    plan = lc.planning_rate(data, tokenizer, seconds)
+    rows.add(
+        "planning alone (the loader's planning thread: read, filter, tokenize, bucket)",
+        None,
+        f"{plan['rate']:,.0f} audio-s/s, {plan['cpu_ms']:.3f} CPU ms/audio-s",
+    )
     for t in threads:
         ceiling = lc.decode_ceiling(data, tokenizer, t, seconds)
         rows.add(
@@ -156,8 +162,15 @@ def check_throughput(rows: Rows, data: Path, tokenizer, device: str, threads, se
                 f"{r['cpu_ms']:.3f} CPU ms/audio-s; first batch {r['first_s']:.2f} s",
                 ">= 0.90×" if t == max(threads) else "",
             )
+    t = max(threads)
+    wide = {"prefetch_queue_depth": 4, "decode_batch": 128, "decode_samples": 4 * 960_000}
+    r = lc.stream_rate(data, tokenizer, False, device, t, seconds, settings=wide)
+    rows.add(
+        f"{device.upper()} waveform training stream, {t} threads, 4 batches per DALI iteration",
+        None,
+        f"{r['rate']:,.0f} audio-s/s; {r['cpu_ms']:.3f} CPU ms/audio-s ({wide})",
+    )
     if device == "gpu":
-        t = max(threads)
         for fbank in (False, True):
             r = lc.stream_rate(data, tokenizer, fbank, "cpu", t, seconds)
             rows.add(
@@ -215,11 +228,14 @@ def check_tune(rows: Rows, cap_s: float = 45.0) -> None:
 def check_pytest(rows: Rows, data: Path) -> None:
     env = dict(os.environ, DALI_ASR_ESPEAK=str(data))
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_gpu.py"],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=270,
+        [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
+         "tests/test_gpu.py"], capture_output=True, text=True, cwd=REPO, env=env, timeout=270,
     )  # fmt: skip
+    (rows.out / "pytest.log").write_text(done.stdout + done.stderr)
     lines = done.stdout.strip().splitlines()
-    rows.add("pytest tests/test_gpu.py", done.returncode == 0, lines[-1] if lines else "no output")
+    failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
+    value = "; ".join([lines[-1] if lines else "no output", *failed[:3]])
+    rows.add("pytest tests/test_gpu.py", done.returncode == 0, value[:600])
 
 
 def main() -> int:

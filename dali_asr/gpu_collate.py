@@ -110,6 +110,53 @@ def _compiled(device_id: int) -> Kernels:
     return Kernels()
 
 
+def pack_layout(arrays: Sequence[np.ndarray]) -> tuple[list[int], int]:
+    """Where each array starts in one byte buffer (8-byte aligned), and the buffer's size."""
+    starts, size = [], 0
+    for a in arrays:
+        starts.append(size)
+        size += -(-a.nbytes // 8) * 8
+    return starts, max(size, 8)
+
+
+def pack_into(buffer: np.ndarray, arrays: Sequence[np.ndarray], starts: Sequence[int]) -> None:
+    for a, start in zip(arrays, starts, strict=True):
+        buffer[start : start + a.nbytes] = np.ascontiguousarray(a).view(np.uint8).ravel()
+
+
+class ArgBlock:
+    """The small host arrays a batch's launches read (pointers, lengths, offsets, tokens,
+    masks), packed into one pinned buffer and sent to the device in one copy on the current
+    stream: one copy per array costs more than the kernels do. Launchers find their arguments
+    here by the host array's identity (:meth:`GpuKernels.device`)."""
+
+    def __init__(self, *arrays: np.ndarray) -> None:
+        self.arrays = arrays
+        self.views: dict[int, Any] = {}
+        self._starts: dict[int, int] = {}
+        self.buffer: torch.Tensor | None = None
+
+    def send(self, device: torch.device) -> ArgBlock:
+        import cupy
+
+        starts, size = pack_layout(self.arrays)
+        host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        pack_into(host.numpy(), self.arrays, starts)
+        self.buffer = host.to(device, non_blocking=True)
+        base = cupy.from_dlpack(self.buffer)
+        for a, start in zip(self.arrays, starts, strict=True):
+            view = base[start : start + a.nbytes].view(a.dtype).reshape(a.shape)
+            self.views[id(a)] = view
+            self._starts[id(a)] = int(start)
+        return self
+
+    def tensor(self, host: np.ndarray) -> torch.Tensor:
+        """The device copy of an int64 ``host`` array as a torch tensor (a view of the block)."""
+        assert self.buffer is not None and host.dtype == np.int64
+        start = self._starts[id(host)]
+        return self.buffer[start : start + host.nbytes].view(torch.int64).view(host.shape)
+
+
 class GpuKernels:
     """Launchers: each takes and returns device arrays, launched on CuPy's current stream."""
 
@@ -118,6 +165,15 @@ class GpuKernels:
 
         self.k = _compiled(cupy.cuda.Device().id)
         self._mel: tuple | None = None
+        self.staged: ArgBlock | None = None
+        """The batch's arguments already sent to the device; others are copied one by one."""
+
+    def device(self, host: np.ndarray):
+        """``host`` on the device: its view in the staged block, else a copy of its own."""
+        import cupy
+
+        view = self.staged.views.get(id(host)) if self.staged is not None else None
+        return view if view is not None else cupy.asarray(host)
 
     def segment_stats(self, ptrs, lengths, channels: int):
         import cupy
@@ -128,7 +184,7 @@ class GpuKernels:
         block = channels * max(1, _BLOCK // channels)
         cells = int(max(lengths, default=0)) * channels
         grid = (max(1, min(_MAX_BLOCKS, -(-cells // block))), len(lengths))
-        args = (cupy.asarray(ptrs), cupy.asarray(lengths), np.int32(channels), out)
+        args = (self.device(ptrs), self.device(lengths), np.int32(channels), out)
         self.k["segment_stats"](grid, (block,), args, shared_mem=3 * block * 8)
         return out
 
@@ -139,14 +195,13 @@ class GpuKernels:
     def collate_audio_call(self, ptrs, lengths, channels, width, stats, norm, dtype, out, mask):
         """(kernel, grid, block, args) of one collation, its arguments already on the device,
         so that a benchmark can launch it again without copying them."""
-        import cupy
 
         null = np.uint64(0)
         rows_per_block = _BLOCK // channels  # the kernel's blocks step over rows, not cells
         grid = (max(1, min(_MAX_BLOCKS, -(-width // rows_per_block))), len(lengths))
         args = (
-            cupy.asarray(ptrs),
-            cupy.asarray(lengths),
+            self.device(ptrs),
+            self.device(lengths),
             np.int32(channels),
             np.int64(width),
             null if stats is None else stats,
@@ -162,29 +217,28 @@ class GpuKernels:
         kernel, grid, block, args = call
         kernel(grid, block, args)
 
-    def collate_targets(self, tokens: Sequence[np.ndarray], pad_idx: int, out) -> None:
-        import cupy
-
-        offsets = np.concatenate(([0], np.cumsum([len(t) for t in tokens]))).astype(np.int64)
-        flat = np.concatenate([np.asarray(t, np.int64) for t in tokens] or [np.zeros(0, np.int64)])
+    def collate_targets(self, flat: np.ndarray, offsets: np.ndarray, pad_idx: int, out) -> None:
+        """``flat`` and ``offsets`` from :func:`flatten_tokens`."""
         width = out.shape[1]
-        args = (cupy.asarray(flat), cupy.asarray(offsets), np.int64(width), np.int64(pad_idx), out)
-        self.k["collate_targets"](_grid(width, len(tokens)), (_BLOCK,), args)
+        args = (self.device(flat), self.device(offsets), np.int64(width), np.int64(pad_idx), out)
+        self.k["collate_targets"](_grid(width, len(offsets) - 1), (_BLOCK,), args)
 
-    def log_mel(self, ptrs, offsets: np.ndarray):
-        """float32 [total frames, 80] from the utterances' power spectra at ``ptrs``."""
+    def log_mel(self, ptrs, offsets: np.ndarray, out=None):
+        """float32 [total frames, 80] from the utterances' power spectra at ``ptrs`` (into
+        ``out`` when given)."""
         import cupy
 
         total = int(offsets[-1])
-        out = cupy.empty((total, NUM_MEL_BINS), dtype=cupy.float32)
+        if out is None:
+            out = cupy.empty((total, NUM_MEL_BINS), dtype=cupy.float32)
         if total == 0:  # a grid of no blocks is an invalid launch
             return out
         if self._mel is None:
             self._mel = (cupy.asarray(mel_matrix()), cupy.asarray(mel_bands()))
         weights, bands = self._mel
         args = (
-            cupy.asarray(ptrs),
-            cupy.asarray(offsets),
+            self.device(ptrs),
+            self.device(offsets),
             np.int32(len(offsets) - 1),
             weights,
             bands,
@@ -195,20 +249,25 @@ class GpuKernels:
         return out
 
     def spec_augment(self, data, freq: np.ndarray, time: np.ndarray) -> None:
-        import cupy
-
         batch, width, channels = data.shape
         name = "spec_augment_32" if data.dtype.itemsize == 4 else "spec_augment_16"
         args = (
             data,
             np.int64(width),
             np.int32(channels),
-            cupy.asarray(freq),
+            self.device(freq),
             np.int32(freq.shape[1]),
-            cupy.asarray(time),
+            self.device(time),
             np.int32(time.shape[1]),
         )
         self.k[name](_grid(width * channels, batch), (_BLOCK,), args)
+
+
+def flatten_tokens(tokens: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """The token lists back to back (int64) and where each starts (int64 [B + 1])."""
+    offsets = np.concatenate(([0], np.cumsum([len(t) for t in tokens]))).astype(np.int64)
+    flat = np.concatenate([np.asarray(t, np.int64) for t in tokens] or [np.zeros(0, np.int64)])
+    return flat, offsets
 
 
 def as_cupy(tensor: torch.Tensor):
@@ -275,9 +334,11 @@ class GpuBatchMaker(BatchMaker):
         frames = np.array([s[0] for s in shapes], dtype=np.int64)
         numel = np.array([int(np.prod(s)) for s in shapes], dtype=np.int64)
         ptrs = np.array([features[i].data_ptr() for i in rows], dtype=np.uint64)
-        with self._cupy_device, self._cupy_stream:
+        with self._cupy_device, self._cupy_stream, torch.cuda.stream(self.stream):
+            self.kernels.staged = ArgBlock(ptrs, numel).send(self.device)
             # over each output as one channel: the NaN/inf check, and the waveform's layer norm
             stats = self.kernels.segment_stats(ptrs, numel, 1)
+            self.kernels.staged = None
             # the one host sync of a batch: which files hold NaN/inf decides what is kept
             nonfinite = stats[:, 0, 2].get(stream=self._cupy_stream)
         return Decoded(lengths, nonfinite.astype(np.int64), (ptrs, frames, stats, outputs))
@@ -290,43 +351,56 @@ class GpuBatchMaker(BatchMaker):
         ptrs, rows, audio_stats, outputs = decoded.payload
         keep_at = np.asarray(keep, dtype=np.int64)
         ptrs, lengths = ptrs[keep_at], rows[keep_at]
-        scratch: list[object] = [outputs]
+        flat, token_offsets = flatten_tokens([ex.tokens for ex in examples])
+        # source and target lengths, one [2, B] block: the batch's two length tensors
+        both_lengths = np.stack([lengths, np.diff(token_offsets)])
+        masks = self._spec_masks(examples, plan_index, lengths)
         with self._cupy_device, self._cupy_stream, torch.cuda.stream(self.stream):
             if self.use_fbank:
                 offsets = frame_offsets(lengths.tolist())
-                mel = self.kernels.log_mel(ptrs, offsets)
-                ptrs = (mel.data.ptr + offsets[:-1] * NUM_MEL_BINS * 4).astype(np.uint64)
-                stats = self.kernels.segment_stats(ptrs, lengths, NUM_MEL_BINS)
-                scratch.append(mel)
-                channels = NUM_MEL_BINS
+                mel = cupy.empty((int(offsets[-1]), NUM_MEL_BINS), dtype=cupy.float32)
+                mel_ptrs = (mel.data.ptr + offsets[:-1] * NUM_MEL_BINS * 4).astype(np.uint64)
+                staged: tuple[np.ndarray, ...] = (ptrs, offsets, mel_ptrs)
             else:
-                stats = audio_stats[cupy.asarray(keep_at)] if self.norm else None
-                channels = 1
-            source, mask = self._collate(ptrs, lengths, channels, stats)
-            if self.use_fbank and self.augmenter is not None and self.augmenter.masks_spectrum:
-                keys = [self.key(ex) for ex in examples]
-                freq, time = self.augmenter.masks(keys, plan_index, lengths.tolist())
-                self.kernels.spec_augment(as_cupy(source), freq, time)
-            tokens = [ex.tokens for ex in examples]
-            targets = torch.empty(
-                (len(tokens), max((len(t) for t in tokens), default=0)),
-                dtype=torch.int64,
-                device=self.device,
-            )
-            if targets.numel():
-                self.kernels.collate_targets(tokens, self.pad_idx, as_cupy(targets))
-            target_lens = [len(t) for t in tokens]
-            # one copy of both length vectors, from pinned memory on this stream: no host
-            # sync, and nothing queued behind the training step on the default stream
-            host = torch.tensor([lengths.tolist(), target_lens], dtype=torch.int64)
-            on_device = host.pin_memory().to(self.device, non_blocking=True)
+                staged = (ptrs, keep_at)
+            block = ArgBlock(*staged, lengths, flat, token_offsets, both_lengths, *masks)
+            self.kernels.staged = block.send(self.device)
+            try:
+                if self.use_fbank:
+                    self.kernels.log_mel(ptrs, offsets, out=mel)
+                    stats = self.kernels.segment_stats(mel_ptrs, lengths, NUM_MEL_BINS)
+                    source, mask = self._collate(mel_ptrs, lengths, NUM_MEL_BINS, stats)
+                else:
+                    stats = audio_stats[self.kernels.device(keep_at)] if self.norm else None
+                    source, mask = self._collate(ptrs, lengths, 1, stats)
+                if masks:
+                    self.kernels.spec_augment(as_cupy(source), *masks)
+                targets = self._targets(flat, token_offsets)
+            finally:
+                self.kernels.staged = None
+            device_lengths = block.tensor(both_lengths)
             batch = self.batch(
-                examples, source, mask, targets, (on_device[0], on_device[1]), lengths.tolist()
-            )
+                examples, source, mask, targets, (device_lengths[0], device_lengths[1]),
+                lengths.tolist(),
+            )  # fmt: skip
             event = self.stream.record_event()
-        self._alive.add(event, scratch)
+        self._alive.add(event, [outputs, block, mel if self.use_fbank else None])
         batch.ready = event
         return batch
+
+    def _spec_masks(self, examples, plan_index: int, frames: np.ndarray) -> tuple:
+        """SpecAugment's (freq, time) masks of the batch, or () when it is off."""
+        if not (self.use_fbank and self.augmenter is not None and self.augmenter.masks_spectrum):
+            return ()
+        keys = [self.key(ex) for ex in examples]
+        return self.augmenter.masks(keys, plan_index, frames.tolist())
+
+    def _targets(self, flat: np.ndarray, offsets: np.ndarray) -> torch.Tensor:
+        width = int(np.diff(offsets).max(initial=0))
+        targets = torch.empty((len(offsets) - 1, width), dtype=torch.int64, device=self.device)
+        if targets.numel():
+            self.kernels.collate_targets(flat, offsets, self.pad_idx, as_cupy(targets))
+        return targets
 
     def _collate(self, ptrs, lengths, channels: int, stats) -> tuple[torch.Tensor, torch.Tensor]:
         width = padded_width(lengths.tolist(), self.pad_to_multiple)

@@ -100,8 +100,9 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def test_dockerfile_contract() -> None:
-    """CUDA 12 base with a pinned tag, the pinned requirements then ``.[cuda12]`` under them,
-    a non-root user, and ``dali-asr`` as the entry point."""
+    """CUDA 12 base with a pinned tag, the pinned requirements then ``.[gpu12]`` (cuda12 and
+    cuFFT) under them, CuPy's kernel cache where the unprivileged user can write, a non-root
+    user, and ``dali-asr`` as the entry point."""
     steps = _instructions()
     bases = [args for kw, args in steps if kw == "FROM"]
     assert len(bases) == 1 and re.fullmatch(r"nvidia/cuda:12\.\d+\.\d+-\S+", bases[0]), bases
@@ -110,8 +111,10 @@ def test_dockerfile_contract() -> None:
     assert "docker/requirements.txt /tmp/requirements.txt" in copies
     assert any("pip install" in r and "-r /tmp/requirements.txt" in r for r in runs)
     assert any(
-        "pip install" in r and '".[cuda12]"' in r and "-c /tmp/requirements.txt" in r for r in runs
+        "pip install" in r and '".[gpu12]"' in r and "-c /tmp/requirements.txt" in r for r in runs
     )
+    envs = " ".join(args for kw, args in steps if kw == "ENV")
+    assert re.search(r"CUPY_CACHE_DIR=/tmp/\S+", envs), envs
     users = [args for kw, args in steps if kw == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
     assert ("ENTRYPOINT", '["dali-asr"]') in steps

@@ -22,7 +22,7 @@ from dali_asr.collate import (
     to_bfloat16_bits,
 )
 from dali_asr.fbank import LOG_FLOOR, log_mel, mel_bands, mel_matrix
-from dali_asr.gpu_collate import KERNEL_FUNCTIONS, kernel_source
+from dali_asr.gpu_collate import KERNEL_FUNCTIONS, kernel_source, pack_into, pack_layout
 from dali_asr.report import ExampleKey
 
 
@@ -178,3 +178,21 @@ def test_kernel_compiles_with_nvrtc_and_documents_its_launch(name: str) -> None:
     lib.nvrtcDestroyProgram(ctypes.byref(prog))
     assert result == 0, log.value.decode()
 
+
+def test_launch_arguments_pack_into_one_aligned_buffer() -> None:
+    """The GPU maker sends a batch's small arrays in one copy: each lands 8-byte aligned and
+    reads back unchanged (views of the mixed dtypes the kernels take)."""
+    arrays = [
+        np.array([2**63 + 5, 7], dtype=np.uint64),
+        np.array([1, 2, 3], dtype=np.int64),
+        np.arange(5, dtype=np.int32).reshape(1, 5),
+        np.zeros((2, 0, 2), dtype=np.int32),
+        np.array([[1, 2], [3, 4]], dtype=np.int64).T,  # not contiguous
+    ]
+    starts, size = pack_layout(arrays)
+    assert all(s % 8 == 0 for s in starts) and size >= starts[-1] + arrays[-1].nbytes
+    buffer = np.full(size, 0xAB, dtype=np.uint8)
+    pack_into(buffer, arrays, starts)
+    for a, s in zip(arrays, starts, strict=True):
+        back = buffer[s : s + a.nbytes].view(a.dtype).reshape(a.shape)
+        assert back.dtype == a.dtype and np.array_equal(back, a)
