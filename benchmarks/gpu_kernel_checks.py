@@ -89,7 +89,7 @@ def ulps(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def check_kernels(rows) -> None:
-    from dali_asr.gpu_collate import GpuKernels
+    from dali_asr.gpu_kernels import GpuKernels
 
     kernels = GpuKernels()
     worst: dict[str, float] = {}
@@ -126,8 +126,8 @@ def _check_stats(kernels, rng, channels: int, note) -> None:
 def _check_collate(kernels, rng, channels: int, note) -> None:
     import torch
 
-    from dali_asr.collate import LAYER_NORM, STANDARDIZE, TORCH_DTYPES, collate_audio
-    from dali_asr.gpu_collate import as_cupy, padded_width
+    from dali_asr.collate import LAYER_NORM, STANDARDIZE, TORCH_DTYPES, collate_audio, padded_width
+    from dali_asr.gpu_kernels import as_cupy
 
     samples = _ragged(rng, 13, channels, 4000 if channels == 1 else 300)
     _alive, ptrs, lengths = device_samples(samples)
@@ -160,7 +160,7 @@ def _check_targets(kernels, rng, note) -> None:
     import torch
 
     from dali_asr.collate import collate_targets
-    from dali_asr.gpu_collate import as_cupy, flatten_tokens
+    from dali_asr.gpu_kernels import as_cupy, flatten_tokens
 
     tokens = [rng.integers(0, 500, int(n)) for n in rng.integers(0, 40, 9)]
     out = torch.full((9, max(len(t) for t in tokens)), -7, dtype=torch.int64, device="cuda")
@@ -184,7 +184,7 @@ def _check_spec_augment(kernels, note) -> None:
 
     from dali_asr.augment import Augmenter, SpecAugmentSettings
     from dali_asr.collate import TORCH_DTYPES
-    from dali_asr.gpu_collate import as_cupy
+    from dali_asr.gpu_kernels import as_cupy
     from dali_asr.report import ExampleKey
 
     aug = Augmenter(3, None, SpecAugmentSettings(p=1.0))
@@ -201,7 +201,7 @@ def _check_spec_augment(kernels, note) -> None:
 def check_zero_copy(rows) -> None:
     import torch
 
-    from dali_asr.gpu_collate import as_cupy
+    from dali_asr.gpu_kernels import as_cupy
 
     for dtype in (torch.float32, torch.bfloat16):
         t = torch.full((4, 1000), 3.0, dtype=dtype, device="cuda")
@@ -329,7 +329,7 @@ def kernel_times(count: int, samples: int) -> dict[str, float]:
 
     from dali_asr.collate import LAYER_NORM, STANDARDIZE
     from dali_asr.fbank import NUM_MEL_BINS, frame_offsets, num_fbank_frames
-    from dali_asr.gpu_collate import GpuKernels, as_cupy, flatten_tokens
+    from dali_asr.gpu_kernels import GpuKernels, as_cupy, flatten_tokens
 
     kernels = GpuKernels()
     rng = np.random.default_rng(3)

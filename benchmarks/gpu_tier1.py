@@ -148,7 +148,7 @@ def check_bandwidth(rows: Rows) -> None:
     import cupy
     import torch
 
-    from dali_asr.gpu_collate import GpuKernels, as_cupy
+    from dali_asr.gpu_kernels import GpuKernels, as_cupy
 
     rng = np.random.default_rng(2)
     samples = [

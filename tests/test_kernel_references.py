@@ -22,7 +22,7 @@ from dali_asr.collate import (
     to_bfloat16_bits,
 )
 from dali_asr.fbank import LOG_FLOOR, log_mel, mel_bands, mel_matrix
-from dali_asr.gpu_collate import KERNEL_FUNCTIONS, kernel_source, pack_into, pack_layout
+from dali_asr.gpu_kernels import KERNEL_FUNCTIONS, kernel_source, pack_into, pack_layout
 from dali_asr.report import ExampleKey
 
 

@@ -4,6 +4,7 @@ package of the tree, and the GPU extras' cuFFT kept out of the CPU install."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import tomllib
 
-from dali_asr.gpu_collate import KERNEL_FUNCTIONS, kernel_files
+from dali_asr.gpu_kernels import KERNEL_FUNCTIONS, kernel_files
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -46,7 +47,7 @@ def test_a_source_checkout_without_an_install_finds_its_own_kernels(tmp_path: Pa
         "import sys; sys.meta_path[:] = [f for f in sys.meta_path "
         "if 'editable' not in type(f).__module__ and 'editable' not in str(f)]; "
         f"sys.path.insert(0, {str(REPO)!r}); "
-        "from dali_asr.gpu_collate import kernel_files, kernel_source; "
+        "from dali_asr.gpu_kernels import kernel_files, kernel_source; "
         "print(kernel_files()); print(len(kernel_source('log_mel')))"
     )
     done = subprocess.run(
@@ -58,9 +59,14 @@ def test_a_source_checkout_without_an_install_finds_its_own_kernels(tmp_path: Pa
 
 
 def test_the_wheel_ships_the_kernels_inside_the_package(tmp_path: Path) -> None:
+    """Built from a clean copy of the sources: a checkout's build/ folder would hand setuptools
+    files that an earlier configuration put there."""
+    source = tmp_path / "src"
+    skip = (".git", ".venv", ".device", "build", "dist", "*.egg-info", "__pycache__", ".*_cache")
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(*skip))
     done = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-         "-w", str(tmp_path), str(REPO)],
+         "-w", str(tmp_path), str(source)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
