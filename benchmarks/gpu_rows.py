@@ -111,6 +111,10 @@ class Rows:
 
 
 def _commit() -> str:
+    """``$DALI_ASR_COMMIT`` (set it where the copy's git history is not the checkout's, as on a
+    lent machine), else git's HEAD, +dirty with uncommitted changes."""
+    if os.environ.get("DALI_ASR_COMMIT"):
+        return os.environ["DALI_ASR_COMMIT"]
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO

@@ -83,6 +83,12 @@ def split(path: Path, parts: int, dest: Path) -> list[Path]:
     return out
 
 
+def commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+
+
 def tree_bytes() -> int:
     """What travels with every call: tracked and untracked-not-ignored files."""
     listed = subprocess.run(
@@ -159,7 +165,8 @@ def main() -> int:
         '  3: carry [".device/parts/dali.part.02", ".device/data3", ".device/small", '
         '".device/install.sh"]\n'
         "     stage && source .device/install.sh && python3 benchmarks/gpu_tier2.py "
-        "--data /tmp/espeak"
+        "--data /tmp/espeak\n"
+        f"  Prefix the tiers with DALI_ASR_COMMIT={commit()} (the copy's git is not this one)."
     )
     return 0
 

@@ -9,10 +9,10 @@ Streams and lifetimes, which is what makes this safe:
   it. The lengths go to the device from pinned memory on that stream too: the one host sync
   of a batch is the NaN/inf check in :meth:`GpuBatchMaker.decoded`.
 - The outputs are written into tensors torch allocated on that stream; CuPy sees them through
-  DLPack (the same memory: ``gpu_check.py`` checks the pointers). After the last launch of a
-  batch an event is recorded; the training thread makes its own stream wait for that event
-  and ``record_stream``s the tensors (:func:`hand_over`), so torch does not reuse their memory
-  before the training step that reads them has run.
+  DLPack (the same memory: ``benchmarks/gpu_tier1.py`` checks the pointers). After the last
+  launch of a batch an event is recorded; the training thread makes its own stream wait for
+  that event and ``record_stream``s the tensors (:func:`hand_over`), so torch does not reuse
+  their memory before the training step that reads them has run.
 - DALI's output buffers (and CuPy's scratch buffers) are kept referenced, with that event,
   until the event has completed (``_KeepAlive``): DALI cannot recycle an output the kernels
   have not read yet.
