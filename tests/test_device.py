@@ -107,3 +107,23 @@ def test_gpu_graph_is_defined_without_a_gpu(fbank: bool, speed: bool) -> None:
         speed_perturb=speed,
     )
     assert pipe.device_id == 0
+
+
+def test_gpu_graph_keeps_the_window_on_the_gpu() -> None:
+    """The fbank's Povey window is a constant made on the GPU (once), not a CPU constant copied
+    to the GPU every iteration; the audio work after the decoder all runs there. (Reads the
+    traced graph through DALI's private ``_build_graph``/``_ops``.)"""
+    from dali_asr.graph import build_pipeline
+
+    pipe = build_pipeline(
+        lambda: [], max_batch_size=4, num_threads=1, device="gpu", device_id=0, fbank=True
+    )
+    if not hasattr(pipe, "_build_graph"):
+        pytest.skip("this DALI has no _build_graph to inspect")
+    pipe._build_graph()
+    ops = {
+        (getattr(op._op, "schema_name", type(op._op).__name__), op._op.device) for op in pipe._ops
+    }
+    assert ("Constant", "gpu") in ops and ("Constant", "cpu") not in ops, sorted(ops)
+    for name in ("AudioResample", "PreemphasisFilter", "Spectrogram", "Slice", "Cat"):
+        assert (name, "gpu") in ops and (name, "cpu") not in ops, name
