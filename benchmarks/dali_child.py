@@ -25,7 +25,7 @@ from bench_common import SAMPLE_RATE, ChildSpec, PassMeter, current_rss_mb, emit
 
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
-from dali_asr.planning import max_batch_size
+from dali_asr.planning.planners import max_batch_size
 
 
 def loader_config(spec: ChildSpec, cache_dir: str | None) -> Any:

@@ -45,7 +45,7 @@ def stream_context() -> Iterator[object]:
     """A torch side stream, current for torch and (wrapped) for CuPy."""
     import torch
 
-    from dali_asr.gpu_collate import cupy_stream
+    from dali_asr.pipeline.gpu_collate import cupy_stream
 
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream), cupy_stream(stream):
@@ -89,7 +89,7 @@ def ulps(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def check_kernels(rows) -> None:
-    from dali_asr.gpu_kernels import GpuKernels
+    from dali_asr.pipeline.gpu_kernels import GpuKernels
 
     kernels = GpuKernels()
     worst: dict[str, float] = {}
@@ -112,7 +112,7 @@ def check_kernels(rows) -> None:
 
 
 def _check_stats(kernels, rng, channels: int, note) -> None:
-    from dali_asr.collate import segment_stats
+    from dali_asr.pipeline.collate import segment_stats
 
     samples = _ragged(rng, 13, channels, 4000 if channels == 1 else 300)
     samples[3][5] = np.nan
@@ -126,8 +126,14 @@ def _check_stats(kernels, rng, channels: int, note) -> None:
 def _check_collate(kernels, rng, channels: int, note) -> None:
     import torch
 
-    from dali_asr.collate import LAYER_NORM, STANDARDIZE, TORCH_DTYPES, collate_audio, padded_width
-    from dali_asr.gpu_kernels import as_cupy
+    from dali_asr.pipeline.collate import (
+        LAYER_NORM,
+        STANDARDIZE,
+        TORCH_DTYPES,
+        collate_audio,
+        padded_width,
+    )
+    from dali_asr.pipeline.gpu_kernels import as_cupy
 
     samples = _ragged(rng, 13, channels, 4000 if channels == 1 else 300)
     _alive, ptrs, lengths = device_samples(samples)
@@ -159,8 +165,8 @@ def _check_collate(kernels, rng, channels: int, note) -> None:
 def _check_targets(kernels, rng, note) -> None:
     import torch
 
-    from dali_asr.collate import collate_targets
-    from dali_asr.gpu_kernels import as_cupy, flatten_tokens
+    from dali_asr.pipeline.collate import collate_targets
+    from dali_asr.pipeline.gpu_kernels import as_cupy, flatten_tokens
 
     tokens = [rng.integers(0, 500, int(n)) for n in rng.integers(0, 40, 9)]
     out = torch.full((9, max(len(t) for t in tokens)), -7, dtype=torch.int64, device="cuda")
@@ -170,7 +176,7 @@ def _check_targets(kernels, rng, note) -> None:
 
 
 def _check_log_mel(kernels, rng, note) -> None:
-    from dali_asr.fbank import frame_offsets, log_mel
+    from dali_asr.pipeline.fbank import frame_offsets, log_mel
 
     power = [(rng.random((int(n), 257)) * 1e8).astype(np.float32) for n in (1, 7, 300, 2999)]
     power[1][2] = 0.0  # a silent frame: the floor
@@ -182,10 +188,11 @@ def _check_log_mel(kernels, rng, note) -> None:
 def _check_spec_augment(kernels, note) -> None:
     import torch
 
-    from dali_asr.augment import Augmenter, SpecAugmentSettings
-    from dali_asr.collate import TORCH_DTYPES
-    from dali_asr.gpu_kernels import as_cupy
-    from dali_asr.report import ExampleKey
+    from dali_asr.config import SpecAugmentSettings
+    from dali_asr.keys import ExampleKey
+    from dali_asr.pipeline.augment import Augmenter
+    from dali_asr.pipeline.collate import TORCH_DTYPES
+    from dali_asr.pipeline.gpu_kernels import as_cupy
 
     aug = Augmenter(3, None, SpecAugmentSettings(p=1.0))
     freq, time_ = aug.masks([ExampleKey("f", 0, i) for i in range(6)], 0, [300] * 6)
@@ -201,7 +208,7 @@ def _check_spec_augment(kernels, note) -> None:
 def check_zero_copy(rows) -> None:
     import torch
 
-    from dali_asr.gpu_kernels import as_cupy
+    from dali_asr.pipeline.gpu_kernels import as_cupy
 
     for dtype in (torch.float32, torch.bfloat16):
         t = torch.full((4, 1000), 3.0, dtype=dtype, device="cuda")
@@ -241,10 +248,11 @@ def makers_and_outputs(
     ``exact``)."""
     import cupy
 
-    from dali_asr.augment import Augmenter, SpecAugmentSettings
-    from dali_asr.collate import BatchMaker
-    from dali_asr.fbank import num_fbank_frames
-    from dali_asr.gpu_collate import GpuBatchMaker
+    from dali_asr.config import SpecAugmentSettings
+    from dali_asr.pipeline.augment import Augmenter
+    from dali_asr.pipeline.collate import BatchMaker
+    from dali_asr.pipeline.fbank import num_fbank_frames
+    from dali_asr.pipeline.gpu_collate import GpuBatchMaker
     from dali_asr.storage.discovery import DataFile
     from dali_asr.storage.examples import Example
 
@@ -327,9 +335,9 @@ def kernel_times(count: int, samples: int) -> dict[str, float]:
     import torch
     from gpu_rows import cuda_ms
 
-    from dali_asr.collate import LAYER_NORM, STANDARDIZE
-    from dali_asr.fbank import NUM_MEL_BINS, frame_offsets, num_fbank_frames
-    from dali_asr.gpu_kernels import GpuKernels, as_cupy, flatten_tokens
+    from dali_asr.pipeline.collate import LAYER_NORM, STANDARDIZE
+    from dali_asr.pipeline.fbank import NUM_MEL_BINS, frame_offsets, num_fbank_frames
+    from dali_asr.pipeline.gpu_kernels import GpuKernels, as_cupy, flatten_tokens
 
     kernels = GpuKernels()
     rng = np.random.default_rng(3)

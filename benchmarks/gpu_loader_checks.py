@@ -70,8 +70,8 @@ def split_blobs(data: Path, split: str, limit: int) -> list[np.ndarray]:
 def _graph_outputs(blobs, device: str, fbank: bool, size: int, with_maker: bool):
     """Per batch of ``size`` files: the graph's outputs made into a standardised/layer-normed
     float32 batch by the device's maker, as numpy; and the unnormalised features per file."""
-    from dali_asr.collate import BatchMaker, fbank_features
-    from dali_asr.graph import build_pipeline
+    from dali_asr.pipeline.collate import BatchMaker, fbank_features
+    from dali_asr.pipeline.graph import build_pipeline
     from dali_asr.storage.discovery import DataFile
     from dali_asr.storage.examples import Example
 
@@ -83,7 +83,7 @@ def _graph_outputs(blobs, device: str, fbank: bool, size: int, with_maker: bool)
     )  # fmt: skip
     files = [DataFile("x.parquet", "x.parquet", "c", "dev", "l")]
     if device == "gpu":
-        from dali_asr.gpu_collate import GpuBatchMaker
+        from dali_asr.pipeline.gpu_collate import GpuBatchMaker
 
         maker: BatchMaker = GpuBatchMaker(
             files, 0, "float32", use_fbank=fbank, normalize_audio=True, device_id=0
@@ -102,7 +102,7 @@ def _graph_outputs(blobs, device: str, fbank: bool, size: int, with_maker: bool)
         decoded = maker.decoded(outputs, range(len(chunk)))
         batch = maker.make(examples, decoded, list(range(len(chunk))))
         if device == "gpu":
-            from dali_asr.gpu_collate import hand_over
+            from dali_asr.pipeline.gpu_collate import hand_over
 
             hand_over(batch)  # as the loader does: this stream now follows the batch's kernels
         source = batch.source_seqs.cpu().numpy()
@@ -199,7 +199,7 @@ def decode_ceiling(data, tokenizer, threads, seconds, planned=200) -> dict[str, 
     from dali_child import decode_pipeline
 
     from dali_asr.loader import AsrLoader
-    from dali_asr.planning import max_batch_size
+    from dali_asr.planning.planners import max_batch_size
 
     config = loader_config(False, "cpu", threads, True, data)
     with AsrLoader(data, "train", config, tokenizer) as loader:

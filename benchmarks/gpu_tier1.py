@@ -70,8 +70,9 @@ def check_makers(rows: Rows) -> None:
 def check_device_choice(rows: Rows) -> None:
     """The device index in fresh processes under torchrun-like environments."""
     probe = (
-        "import torch; from dali_asr.cuda_env import device_index; i = device_index(None); "
-        "torch.zeros(1, device=f'cuda:{i}'); print(i, torch.cuda.device_count())"
+        "import torch; from dali_asr.pipeline.cuda_env import device_index; "
+        "i = device_index(None); torch.zeros(1, device=f'cuda:{i}'); "
+        "print(i, torch.cuda.device_count())"
     )
     cases = [
         ("LOCAL_RANK=3, CUDA_VISIBLE_DEVICES=0", {"LOCAL_RANK": "3", "CUDA_VISIBLE_DEVICES": "0"}),
@@ -97,7 +98,7 @@ def check_hand_over(rows: Rows) -> None:
     is held back by a sleep kernel, so reading early would see unwritten memory."""
     import torch
 
-    from dali_asr.gpu_collate import hand_over
+    from dali_asr.pipeline.gpu_collate import hand_over
 
     gpu_maker, cpu_maker, examples, gpu_out, cpu_out = kc.makers_and_outputs(False, True, "float32")
     decoded = gpu_maker.decoded(gpu_out, range(len(examples)))
@@ -148,7 +149,7 @@ def check_bandwidth(rows: Rows) -> None:
     import cupy
     import torch
 
-    from dali_asr.gpu_kernels import GpuKernels, as_cupy
+    from dali_asr.pipeline.gpu_kernels import GpuKernels, as_cupy
 
     rng = np.random.default_rng(2)
     samples = [

@@ -4,7 +4,7 @@
                                    [--device gpu|cpu] [--skip tune pytest ...]
 
 DIR defaults: ``--data`` $DALI_ASR_ESPEAK, else ../shared/data/espeak-mini; ``--out`` $OUT, else
-gpu-out. Rows: DALI and cuFFT (loaded by dali_asr.cuda_env, no LD_LIBRARY_PATH); GPU = CPU
+gpu-out. Rows: DALI and cuFFT (loaded by dali_asr.pipeline.cuda_env, no LD_LIBRARY_PATH); GPU = CPU
 features through the graph and makers (dev files, fbank by the criterion of
 tests/test_features.py) and through the whole loader; GPU features + collation time of a
 960,000-sample batch (CUDA events, and wall); the training stream's audio-s/s and CPU ms per
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 _CUFFT_PROBE = """
 import numpy as np, torch
 from nvidia.dali import fn, pipeline_def
-from dali_asr.cuda_env import preload_cufft
+from dali_asr.pipeline.cuda_env import preload_cufft
 loaded = preload_cufft()
 @pipeline_def(batch_size=1, num_threads=1, device_id=0)
 def spectrum():
@@ -95,9 +95,9 @@ def _features_ms(count: int, n: int, fbank: bool, reps: int = 30) -> tuple[float
     import torch
     from nvidia.dali import fn, pipeline_def, types
 
-    from dali_asr.cuda_env import preload_cufft
-    from dali_asr.gpu_collate import GpuBatchMaker
-    from dali_asr.graph import kaldi_power
+    from dali_asr.pipeline.cuda_env import preload_cufft
+    from dali_asr.pipeline.gpu_collate import GpuBatchMaker
+    from dali_asr.pipeline.graph import kaldi_power
     from dali_asr.storage.discovery import DataFile
     from dali_asr.storage.examples import Example
 
@@ -211,7 +211,7 @@ def check_memory(rows: Rows, data: Path, tokenizer, threads: int, batches: int =
 
 
 def check_tune(rows: Rows, cap_s: float = 45.0) -> None:
-    cmd = [sys.executable, "-m", "dali_asr.cli", "tune-batch", "--max-audio-len", "480000"]
+    cmd = [sys.executable, "-m", "dali_asr.tools.cli", "tune-batch", "--max-audio-len", "480000"]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get(
         "PYTHONPATH")])))  # fmt: skip
     start = time.perf_counter()

@@ -14,8 +14,8 @@ Stages (audio seconds per wall second and CPU milliseconds per audio second, med
 - ``plan with audio``: the same with the encoded audio attached, as the loader plans (adds the
   list<int8> reads, the row-group cache on a training stream, copies of the encoded bytes);
 - ``decode``: DALI ``decoders.audio`` on the planned batches (benchmarks/run.py's ceiling);
-- ``collate``: the CPU path's per-batch work on decoded audio with dali_asr.collate's functions
-  (finite check, padding copy, mask, torch tensors);
+- ``collate``: the CPU path's per-batch work on decoded audio with
+  dali_asr.pipeline.collate's functions (finite check, padding copy, mask, torch tensors);
 - ``end to end``: ``AsrLoader``, for comparison: if the stages overlapped perfectly on the
   machine's cores, its CPU per audio-s would be near the sum of the stages'.
 
@@ -41,9 +41,9 @@ from bench_common import BenchConfig, ChildSpec, cpu_seconds
 from bench_common import storage_settings as storage_for
 from bench_common import task_settings as task_for
 
-from dali_asr.collate import collate_audio
 from dali_asr.loader import AsrLoader
-from dali_asr.planning import max_batch_size
+from dali_asr.pipeline.collate import collate_audio
+from dali_asr.planning.planners import max_batch_size
 
 
 def timed(fn: Callable[[], float], repeats: int) -> dict[str, float]:

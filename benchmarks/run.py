@@ -101,7 +101,7 @@ def resolve_dataset(path: str | None, tokenizer: str | None) -> Dataset:
         if ESPEAK.exists():
             root = ESPEAK
         else:
-            from dali_asr.demo_data import make_demo_dataset
+            from dali_asr.tools.demo_data import make_demo_dataset
 
             root = CACHE / "demo"
             make_demo_dataset(root)

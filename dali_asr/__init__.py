@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.config import ConfigError, LoaderConfig, config_from_dict, load_config
+from dali_asr.config import LoaderConfig, config_from_dict, load_config
+from dali_asr.errors import ConfigError, DatasetError
+from dali_asr.keys import ExampleKey
 from dali_asr.loader import AsrLoader
-from dali_asr.report import ExampleKey, SkipReport
-from dali_asr.storage.discovery import DatasetError
+from dali_asr.report import SkipReport
 
 __all__ = [
     "AsrLoader",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from dali_asr.report import ExampleKey
+from dali_asr.keys import ExampleKey
 
 
 @dataclass

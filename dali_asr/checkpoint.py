@@ -5,7 +5,7 @@
 
 A single pass's state is global (every rank can save it, any world size can load it). A
 training stream's state is one rank's: ``rank_path`` gives each rank its own file, and loading
-on another number of ranks reads every rank's file (elastic resume, ``dali_asr.elastic``).
+on another number of ranks reads every rank's file (elastic resume, ``dali_asr.resume.elastic``).
 """
 
 from __future__ import annotations

@@ -22,20 +22,14 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import torch
 
-from dali_asr import sharding
-from dali_asr.augment import make_augmenter
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.collate import BatchMaker
-from dali_asr.config import (
-    ConfigError,
-    LoaderConfig,
-    MixtureParquetStorageConfig,
-    SyncMode,
-    load_config,
-)
-from dali_asr.cuda_env import device_index
-from dali_asr.elastic import own_state
-from dali_asr.feeding import (
+from dali_asr.config import LoaderConfig, MixtureParquetStorageConfig, SyncMode, load_config
+from dali_asr.errors import ConfigError, DatasetError
+from dali_asr.keys import ExampleKey
+from dali_asr.pipeline.augment import make_augmenter
+from dali_asr.pipeline.collate import BatchMaker
+from dali_asr.pipeline.cuda_env import device_index
+from dali_asr.pipeline.feeding import (
     END,
     Deal,
     Failure,
@@ -45,22 +39,19 @@ from dali_asr.feeding import (
     decode_samples,
     planned_batches,
 )
-from dali_asr.gpu_collate import hand_over
-from dali_asr.planning import (
+from dali_asr.pipeline.gpu_collate import hand_over
+from dali_asr.planning import sharding
+from dali_asr.planning.planners import (
     ChainedPlanner,
     Example,
     SinglePassPlanner,
     TrainStreamPlanner,
     max_batch_size,
 )
-from dali_asr.report import ExampleKey, SkipReport
-from dali_asr.resume import FORMAT_VERSION, check_compatible, dataset_fingerprint, plan_config
-from dali_asr.storage.discovery import (
-    DatasetError,
-    discover_split,
-    open_filesystem,
-    resolve_dataset_root,
-)
+from dali_asr.report import SkipReport
+from dali_asr.resume.elastic import Target, own_state
+from dali_asr.resume.state import FORMAT_VERSION, check_compatible, dataset_fingerprint, plan_config
+from dali_asr.storage.discovery import discover_split, open_filesystem, resolve_dataset_root
 from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
 from dali_asr.storage.manifest import ManifestFiles, is_manifest_dir, list_manifest_splits
 from dali_asr.storage.row_groups import ParquetFiles
@@ -385,17 +376,28 @@ class AsrLoader:
         planner, consumed = self._planning
         return self._state(Resume(consumed, planner.snapshot(), 0), False, self._carry)
 
+    def resume_target(self) -> Target:
+        """This loader as elastic resume sees it (``dali_asr.resume.elastic``)."""
+        return Target(
+            self.endless,
+            self.rank,
+            self.world_size,
+            plan_config(self.config, self.split, self.rank, self.world_size),
+            self.config.dali_asr.reference_train_stream,
+            self.planner,
+        )
+
     def load_state_dict(self, state: dict[str, Any] | list[dict[str, Any]]) -> None:
         """Continue from ``state_dict()`` output: the next ``iter()`` resumes the saved epoch
         (or starts the one after it, when the saved epoch had ended). A training stream saved
         on another number of ranks loads from the list of every rank's state (elastic resume,
-        see ``dali_asr.elastic``); a single pass's state is global, any rank's will do."""
+        see ``dali_asr.resume.elastic``); a single pass's state is global, any rank's will do."""
         states = [state] if isinstance(state, dict) else list(state)
         dataset = dataset_fingerprint(self.files.files, self.files.row_groups())
         config = plan_config(self.config, self.split, self.rank, self.world_size)
         for saved in states:
             check_compatible(saved, dataset, config)
-        state = own_state(states, self)
+        state = own_state(states, self.resume_target())
         self.close()
         self._epoch = None
         self._carry = state.get("carry")
@@ -418,7 +420,7 @@ class AsrLoader:
             "augmenter": make_augmenter(settings),
         }
         if self.device == "gpu":
-            from dali_asr.gpu_collate import GpuBatchMaker
+            from dali_asr.pipeline.gpu_collate import GpuBatchMaker
 
             return GpuBatchMaker(*args, device_id=self.device_id, **kwargs)
         return BatchMaker(*args, **kwargs)

@@ -5,22 +5,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
-class ExampleKey:
-    """Where an example lives: file (relative to the dataset root), row group, row."""
-
-    file: str
-    row_group: int
-    row: int
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.row_group}:{self.row}"
-
-    def as_dict(self) -> dict[str, object]:
-        return {"file": self.file, "row_group": self.row_group, "row": self.row}
+from dali_asr.keys import ExampleKey
 
 
 class SkipReport:

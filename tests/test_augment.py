@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import MILESTONE_TASK
 
-from dali_asr.config import ConfigError, config_from_dict
+from dali_asr.config import config_from_dict
+from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
 
 

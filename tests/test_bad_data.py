@@ -17,8 +17,8 @@ import pytest
 import soundfile as sf
 from conftest import MILESTONE_TASK, partition_dir, write_parquet
 
-from dali_asr.audio_check import BadAudioError
 from dali_asr.config import config_from_dict
+from dali_asr.errors import BadAudioError
 from dali_asr.loader import AsrLoader
 from dali_asr.text import CharTokenizer, Tokenizer
 
@@ -211,7 +211,7 @@ def test_close_twice_and_iterate_again(espeak_root: Path, espeak_tokenizer) -> N
 def test_cli_prints_one_line_per_skipped_example(bad_dataset, tmp_path: Path, capsys) -> None:
     import json
 
-    from dali_asr.cli import main
+    from dali_asr.tools.cli import main
 
     root, expected, too_short, _, tokenizer = bad_dataset
     (tmp_path / "tok.json").write_text(tokenizer.to_json())

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from dali_asr.cli import main
+from dali_asr.tools.cli import main
 
 CONFIG_YAML = """\
 mixture_parquet_storage_config: {sync_mode: UNTIL_LAST}
@@ -257,7 +257,7 @@ def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
     bad.write_text("asr_task_config: {max_audio_lenn: 480_000}\n", encoding="utf-8")
     data = espeak_args[:2]
     failed = subprocess.run(
-        [sys.executable, "-m", "dali_asr.cli", "plan", *data, "--config", str(bad)],
+        [sys.executable, "-m", "dali_asr.tools.cli", "plan", *data, "--config", str(bad)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -269,7 +269,7 @@ def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
     assert "asr_task_config.max_audio_lenn" in failed.stderr
 
     script = Path(sys.executable).parent / "dali-asr"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "dali_asr.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "dali_asr.tools.cli"]
     done = subprocess.run(
         [*command, "plan", *espeak_args, "--max-batches", "2"],
         capture_output=True,
@@ -287,7 +287,7 @@ def test_subprocess_dataset_error_is_one_line(tmp_path: Path, config: Path) -> N
         [
             sys.executable,
             "-m",
-            "dali_asr.cli",
+            "dali_asr.tools.cli",
             "plan",
             "--data",
             str(tmp_path / "nowhere"),

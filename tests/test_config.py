@@ -12,13 +12,13 @@ import pytest
 from dali_asr.config import (
     AsrTaskConfig,
     BatchingStrategy,
-    ConfigError,
     LoaderConfig,
     MixtureParquetStorageConfig,
     SyncMode,
     config_from_dict,
     load_config,
 )
+from dali_asr.errors import ConfigError
 
 SECTIONS_YAML = """\
 mixture_parquet_storage_config:

@@ -1,4 +1,5 @@
-"""Tests for `dali_asr.demo_data`: layout, schema, audio, texts, stats, determinism and reuse."""
+"""Tests for `dali_asr.tools.demo_data`: layout, schema, audio, texts, stats, determinism and
+reuse."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from dali_asr.demo_data import PARTITIONS, SAMPLE_RATE, _set_ogg_serial, make_demo_dataset
+from dali_asr.tools.demo_data import PARTITIONS, SAMPLE_RATE, _set_ogg_serial, make_demo_dataset
 
 ESPEAK_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-mini"
 SCHEMA = pa.schema(

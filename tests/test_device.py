@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from conftest import MILESTONE_TASK
 
-from dali_asr.config import ConfigError, config_from_dict
-from dali_asr.cuda_env import choose_device_index, cufft_libraries
+from dali_asr.config import config_from_dict
+from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
+from dali_asr.pipeline.cuda_env import choose_device_index, cufft_libraries
 
 
 def _loader(root: Path, tokenizer: Path, **dali: object) -> AsrLoader:
@@ -84,7 +85,7 @@ def test_cufft_is_found_in_nvidia_wheel_folders(tmp_path: Path) -> None:
 def test_cpu_loader_collates_with_the_numpy_references(
     small_dataset: Path, espeak_tokenizer: Path
 ) -> None:
-    from dali_asr.collate import BatchMaker
+    from dali_asr.pipeline.collate import BatchMaker
 
     maker = _loader(small_dataset, espeak_tokenizer).batch_maker()
     assert type(maker) is BatchMaker
@@ -95,7 +96,7 @@ def test_cpu_loader_collates_with_the_numpy_references(
 def test_gpu_graph_is_defined_without_a_gpu(fbank: bool, speed: bool) -> None:
     """The GPU variant of the one graph definition traces here (only building it needs
     CUDA): the same operators with a ``.gpu()`` after decoding."""
-    from dali_asr.graph import build_pipeline
+    from dali_asr.pipeline.graph import build_pipeline
 
     pipe = build_pipeline(
         lambda: [],
@@ -113,7 +114,7 @@ def test_gpu_graph_keeps_the_window_on_the_gpu() -> None:
     """The fbank's Povey window is a constant made on the GPU (once), not a CPU constant copied
     to the GPU every iteration; the audio work after the decoder all runs there. (Reads the
     traced graph through DALI's private ``_build_graph``/``_ops``.)"""
-    from dali_asr.graph import build_pipeline
+    from dali_asr.pipeline.graph import build_pipeline
 
     pipe = build_pipeline(
         lambda: [], max_batch_size=4, num_threads=1, device="gpu", device_id=0, fbank=True

@@ -22,11 +22,12 @@ import pyarrow as pa
 import pytest
 from conftest import partition_dir, read_espeak_rows, write_parquet, write_stats_tsv
 
-from dali_asr.config import ConfigError, config_from_dict
-from dali_asr.elastic import own_state
+from dali_asr.config import config_from_dict
+from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
-from dali_asr.stages import snapshot_keys
-from dali_asr.storage.streaming import Cursor, PartitionStream, row_group_order
+from dali_asr.planning.stages import snapshot_keys
+from dali_asr.planning.streaming import Cursor, PartitionStream, row_group_order
+from dali_asr.resume.elastic import own_state
 
 LANGUAGES = ["deu_Latn", "eng_Latn", "fra_Latn", "spa_Latn"]
 ROUNDS_BEFORE = 3
@@ -174,7 +175,7 @@ def test_every_unconsumed_example_is_consumed_exactly_once(
         assert consumed + old_to_come == ledger.everything
 
     new = ranks(many_groups, espeak_tokenizer, cfg, worlds[-1], states)
-    dealt = [own_state(states, x) for x in new]
+    dealt = [own_state(states, x.resume_target()) for x in new]
     assert sum((ledger.to_come(s) for s in dealt), Counter()) == old_to_come
     carried = sum(len(s["plan_state"]["source"]["prefix"]) for s in dealt)
     assert carried > 0
@@ -273,7 +274,7 @@ def test_cli_plan_loads_every_rank_state(many_groups, espeak_tokenizer, tmp_path
     import contextlib
     import io
 
-    from dali_asr.cli import main
+    from dali_asr.tools.cli import main
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text(json.dumps(settings(many_groups, True)))

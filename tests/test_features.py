@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from dali_asr.collate import LAYER_NORM, STANDARDIZE, collate_audio, fbank_features
-from dali_asr.fbank import mel_matrix, num_fbank_frames
-from dali_asr.graph import build_pipeline
+from dali_asr.pipeline.collate import LAYER_NORM, STANDARDIZE, collate_audio, fbank_features
+from dali_asr.pipeline.fbank import mel_matrix, num_fbank_frames
+from dali_asr.pipeline.graph import build_pipeline
 
 # the criterion is shared with the GPU tiers (GPU fbank against CPU fbank)
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))

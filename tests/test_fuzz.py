@@ -15,9 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dali_asr.batching import LengthBucketer, create_bucket_sizes
-from dali_asr.config import ConfigError, config_from_dict
+from dali_asr.config import config_from_dict
+from dali_asr.errors import ConfigError, DatasetError
 from dali_asr.loader import AsrLoader
-from dali_asr.storage.discovery import DataFile, DatasetError
+from dali_asr.storage.discovery import DataFile
 from dali_asr.storage.row_groups import ParquetFiles
 
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from dali_asr.augment import Augmenter, SpecAugmentSettings
-from dali_asr.collate import (
+from dali_asr.config import SpecAugmentSettings
+from dali_asr.keys import ExampleKey
+from dali_asr.pipeline.augment import Augmenter
+from dali_asr.pipeline.collate import (
     LAYER_NORM,
     STANDARDIZE,
     collate_audio,
@@ -21,9 +23,8 @@ from dali_asr.collate import (
     segment_stats,
     to_bfloat16_bits,
 )
-from dali_asr.fbank import LOG_FLOOR, log_mel, mel_bands, mel_matrix
-from dali_asr.gpu_kernels import KERNEL_FUNCTIONS, kernel_source, pack_into, pack_layout
-from dali_asr.report import ExampleKey
+from dali_asr.pipeline.fbank import LOG_FLOOR, log_mel, mel_bands, mel_matrix
+from dali_asr.pipeline.gpu_kernels import KERNEL_FUNCTIONS, kernel_source, pack_into, pack_layout
 
 
 def _ragged(rng: np.random.Generator, count: int, channels: int | None = None) -> list:

@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from dali_asr.config import AsrTaskConfig
-from dali_asr.planning import SinglePassPlanner
+from dali_asr.errors import DatasetError
+from dali_asr.planning.planners import SinglePassPlanner
 from dali_asr.report import SkipReport
-from dali_asr.storage.discovery import DatasetError
 from dali_asr.storage.manifest import (
     ManifestFiles,
     is_manifest_dir,

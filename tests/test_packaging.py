@@ -12,7 +12,7 @@ from pathlib import Path
 
 import tomllib
 
-from dali_asr.gpu_kernels import KERNEL_FUNCTIONS, kernel_files
+from dali_asr.pipeline.gpu_kernels import KERNEL_FUNCTIONS, kernel_files
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
@@ -47,7 +47,7 @@ def test_a_source_checkout_without_an_install_finds_its_own_kernels(tmp_path: Pa
         "import sys; sys.meta_path[:] = [f for f in sys.meta_path "
         "if 'editable' not in type(f).__module__ and 'editable' not in str(f)]; "
         f"sys.path.insert(0, {str(REPO)!r}); "
-        "from dali_asr.gpu_kernels import kernel_files, kernel_source; "
+        "from dali_asr.pipeline.gpu_kernels import kernel_files, kernel_source; "
         "print(kernel_files()); print(len(kernel_source('log_mel')))"
     )
     done = subprocess.run(

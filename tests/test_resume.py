@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dali_asr.config import ConfigError, config_from_dict
+from dali_asr.config import config_from_dict
+from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
 
 TASK = {
@@ -131,7 +132,7 @@ def test_torch_save_beside_a_checkpoint(small_dataset: Path, espeak_tokenizer, t
 
 
 def test_cli_plan_save_and_load_state(espeak_root: Path, espeak_tokenizer, tmp_path) -> None:
-    from dali_asr.cli import main
+    from dali_asr.tools.cli import main
 
     config = tmp_path / "c.yaml"
     config.write_text(

@@ -12,8 +12,8 @@ import torch
 
 from dali_asr.batching.rng import Mt19937
 from dali_asr.batching.shuffle import BlockShuffler, block_shuffle
-from dali_asr.storage.sampling import WeightedSampler, sample, shard
-from dali_asr.storage.weights import partition_weights, read_stats_tsv
+from dali_asr.planning.sampling import WeightedSampler, sample, shard
+from dali_asr.planning.weights import partition_weights, read_stats_tsv
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bucket-vectors.json"
 

@@ -17,11 +17,14 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import MILESTONE_TASK, write_parquet
 
-from dali_asr import cli
-from dali_asr.cli_tools import register
-from dali_asr.config import ConfigError, LoaderConfig, config_from_dict, load_config
+from dali_asr.config import LoaderConfig, config_from_dict, load_config
+from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
-from dali_asr.stats import (
+from dali_asr.storage.discovery import resolve_dataset_root
+from dali_asr.text import load_tokenizer
+from dali_asr.tools import cli
+from dali_asr.tools.commands import register
+from dali_asr.tools.stats import (
     SAMPLE_RATE,
     bucket_fill,
     bucket_table,
@@ -29,9 +32,7 @@ from dali_asr.stats import (
     load_splits,
     project,
 )
-from dali_asr.stats_plots import write_plots
-from dali_asr.storage.discovery import resolve_dataset_root
-from dali_asr.text import load_tokenizer
+from dali_asr.tools.stats_plots import write_plots
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bucket-vectors.json"
 ONE_PASS = {"mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"}}
@@ -62,7 +63,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def run_cli(argv: list[str]) -> int:
-    """Parse ``argv`` with the registered subcommands, as dali_asr.cli does, and run it."""
+    """Parse ``argv`` with the registered subcommands, as dali_asr.tools.cli does, and run it."""
     parser = argparse.ArgumentParser(prog="dali-asr")
     handlers = register(parser.add_subparsers(dest="command", required=True), cli._common)
     args = parser.parse_args(argv)

@@ -12,14 +12,9 @@ import pytest
 from conftest import SMALL_ROW_GROUP_SIZE, partition_dir, read_espeak_rows, write_parquet
 
 from dali_asr.config import LoaderConfig, config_from_dict
+from dali_asr.errors import DatasetError
 from dali_asr.loader import AsrLoader
-from dali_asr.storage.discovery import (
-    DatasetError,
-    discover_split,
-    list_files,
-    parse_split,
-    resolve_dataset_root,
-)
+from dali_asr.storage.discovery import discover_split, list_files, parse_split, resolve_dataset_root
 from dali_asr.storage.row_groups import AUDIO, LENGTH, TEXT, ParquetFiles, RowGroupRef
 
 GOOD_FILE = "corpus=c/split=train/language=eng_Latn/part-00000.parquet"

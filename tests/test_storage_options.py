@@ -12,8 +12,8 @@ import pytest
 from conftest import MILESTONE_TASK
 
 from dali_asr.config import config_from_dict
+from dali_asr.errors import DatasetError
 from dali_asr.loader import AsrLoader
-from dali_asr.storage.discovery import DatasetError
 
 TASK = MILESTONE_TASK
 

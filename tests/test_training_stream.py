@@ -15,14 +15,14 @@ from conftest import partition_dir, write_parquet
 
 from dali_asr.config import LoaderConfig, config_from_dict
 from dali_asr.loader import AsrLoader
-from dali_asr.planning import TrainStreamPlanner
-from dali_asr.storage.streaming import (
+from dali_asr.planning.planners import TrainStreamPlanner
+from dali_asr.planning.streaming import (
     PERMUTATIONS_PER_CYCLE,
     Cursor,
     PartitionStream,
     row_group_order,
 )
-from dali_asr.storage.weights import partition_weights, read_stats_tsv
+from dali_asr.planning.weights import partition_weights, read_stats_tsv
 
 TASK = {
     "min_audio_len": 16_000,

@@ -15,15 +15,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from dali_asr.errors import DatasetError
+
 log = logging.getLogger(__name__)
 
 PARTITION_KEYS = ("corpus", "split", "language")
 
 Location = Path | str
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be read as asked; the message names the path."""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from dali_asr.storage.discovery import DataFile, DatasetError
+from dali_asr.errors import DatasetError
+from dali_asr.storage.discovery import DataFile
 from dali_asr.storage.row_groups import AUDIO, LENGTH, TEXT, AudioColumn, RowGroupRef
 
 _INT32_MAX = 2**31 - 1

@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dali_asr.storage.discovery import DataFile, DatasetError
+from dali_asr.errors import DatasetError
+from dali_asr.storage.discovery import DataFile
 
 AUDIO = "audio_bytes"
 LENGTH = "audio_size"

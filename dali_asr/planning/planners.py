@@ -20,17 +20,18 @@ from dali_asr.batching import LengthBucketer, StaticBatcher
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
-from dali_asr.report import ExampleKey, SkipReport
-from dali_asr.stages import Stages
-from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
-from dali_asr.storage.row_groups import ParquetFiles
-from dali_asr.storage.sampling import WeightedSampler
-from dali_asr.storage.streaming import (
+from dali_asr.keys import ExampleKey
+from dali_asr.planning.sampling import WeightedSampler
+from dali_asr.planning.stages import Stages
+from dali_asr.planning.streaming import (
     Cursor,
     PartitionStream,
     group_partitions,
     load_weights,
 )
+from dali_asr.report import SkipReport
+from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
+from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.text import TextFilter, Tokenizer
 
 log = logging.getLogger(__name__)

@@ -22,12 +22,13 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from dali_asr import sharding
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, LoaderConfig
-from dali_asr.planning import TOO_LONG, TOO_SHORT, make_batcher
-from dali_asr.storage.discovery import DataFile, DatasetError, Location, discover_split, list_files
+from dali_asr.errors import DatasetError
+from dali_asr.planning import sharding
+from dali_asr.planning.planners import TOO_LONG, TOO_SHORT, make_batcher
+from dali_asr.storage.discovery import DataFile, Location, discover_split, list_files
 from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
 from dali_asr.storage.row_groups import LENGTH, TEXT, ParquetFiles
 from dali_asr.text import TextFilter, Tokenizer
@@ -278,7 +279,7 @@ def project(
     world_size: int = 1,
 ) -> Projection:
     """The batches the single-pass planner makes for one rank of ``world_size``: the whole
-    split's plan, dealt to ranks as the loader does (``dali_asr.sharding``)."""
+    split's plan, dealt to ranks as the loader does (``dali_asr.planning.sharding``)."""
     return project_ranks(data, config, world_size)[rank]
 
 

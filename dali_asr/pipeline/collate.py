@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.fbank import frame_offsets, log_mel
-from dali_asr.report import ExampleKey
+from dali_asr.keys import ExampleKey
+from dali_asr.pipeline.fbank import frame_offsets, log_mel
 
 if TYPE_CHECKING:
-    from dali_asr.augment import Augmenter
+    from dali_asr.pipeline.augment import Augmenter
     from dali_asr.storage.discovery import DataFile
     from dali_asr.storage.examples import Example
 

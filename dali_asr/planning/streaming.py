@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dali_asr.planning.weights import partition_weights, read_stats_tsv
 from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
 from dali_asr.storage.row_groups import RowGroupRef
-from dali_asr.storage.weights import partition_weights, read_stats_tsv
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Cursor:
     """Where one rank's share of a partition stream continues: the ``pending`` (cycle position,
     first row) pairs in order, then positions ``next``, ``next + step``, ... from their first
     row. A fresh rank r of N is ``Cursor([], r, N)``; an elastic resume deals the positions no
-    rank has read yet into ``pending`` lists (see ``dali_asr.elastic``)."""
+    rank has read yet into ``pending`` lists (see ``dali_asr.resume.elastic``)."""
 
     pending: list[tuple[int, int]]
     next: int

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
 
-from dali_asr.config import ConfigError
+from dali_asr.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

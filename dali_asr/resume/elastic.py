@@ -25,21 +25,33 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from dali_asr.config import ConfigError
+from dali_asr.errors import ConfigError
+from dali_asr.planning.stages import drained, snapshot_keys
+from dali_asr.planning.streaming import Cursor
 from dali_asr.report import SkipReport
-from dali_asr.resume import plan_config
-from dali_asr.stages import drained, snapshot_keys
-from dali_asr.storage.streaming import Cursor
-
-if TYPE_CHECKING:
-    from dali_asr.loader import AsrLoader
 
 State = dict[str, Any]
 
 
-def own_state(states: list[State], loader: AsrLoader) -> State:
+@dataclass(frozen=True)
+class Target:
+    """The loader a list of saved states is loaded into, as far as elastic resume needs it."""
+
+    endless: bool
+    rank: int
+    world_size: int
+    plan_config: State
+    """The new loader's ``resume.state.plan_config``: what its state's ``config`` will say."""
+    reference_train_stream: bool
+    planner: Callable[[SkipReport, int, int], Any]
+    """``planner(report, rank, world_size)``: a planner of another rank's training stream."""
+
+
+def own_state(states: list[State], loader: Target) -> State:
     """The state ``loader`` continues from, out of states saved by the ranks of one run."""
     if not loader.endless:
         return states[0]  # global: any rank's
@@ -64,7 +76,7 @@ def own_state(states: list[State], loader: AsrLoader) -> State:
     return redistribute(sorted(states, key=lambda s: int(s["config"]["rank"])), loader)
 
 
-def redistribute(states: list[State], loader: AsrLoader) -> State:
+def redistribute(states: list[State], loader: Target) -> State:
     """This loader's share of the old ranks' ``states`` (in rank order), as a state to load."""
     points = sorted({(s["epoch"], s["epoch_finished"], s["consumed"]) for s in states})
     if len(points) > 1:
@@ -72,14 +84,13 @@ def redistribute(states: list[State], loader: AsrLoader) -> State:
             "elastic resume needs the states of all ranks at one step, but they stand at "
             f"different (epoch, epoch finished, batches) points: {points}"
         )
-    if loader.config.dali_asr.reference_train_stream:
+    if loader.reference_train_stream:
         raise ConfigError(
             "dali_asr.reference_train_stream seeds the row-group order with the world size (the "
             "reference's quirk), so positions do not carry over to another world size"
         )
     first = states[0]
-    config = plan_config(loader.config, loader.split, loader.rank, loader.world_size)
-    new = {**first, "config": config}
+    new = {**first, "config": loader.plan_config}
     if first["epoch_finished"]:
         return new  # the next epoch starts afresh, with old rank 0's RNGs (``carry``)
     if not int(first["consumed"]):
@@ -100,7 +111,7 @@ def redistribute(states: list[State], loader: AsrLoader) -> State:
     return {**new, "state_at": int(first["consumed"]), "plan_state": plan}
 
 
-def exact_position(state: State, loader: AsrLoader, rank: int) -> State:
+def exact_position(state: State, loader: Target, rank: int) -> State:
     """Old rank ``rank``'s plan state after the batches its loop received: the saved state,
     then the ones after it replayed from metadata."""
     skip = int(state["consumed"]) - int(state["state_at"])

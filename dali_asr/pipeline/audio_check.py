@@ -27,10 +27,6 @@ _MAGIC = {b"fLaC": "flac", b"OggS": "ogg", b"RIFF": "wav", b"RF64": "wav", b"FOR
 _MIN_BYTES = 44
 
 
-class BadAudioError(RuntimeError):
-    """Raised instead of skipping when ``dali_asr.on_bad_audio`` is ``error``."""
-
-
 def sniff(blob: np.ndarray) -> str | None:
     """Why these encoded bytes cannot be decoded, judged from their header; None if they may."""
     if blob is None or len(blob) == 0:

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dali_asr.batching import length_bucket_sizes
-from dali_asr.fbank import num_fbank_frames
+from dali_asr.pipeline.fbank import num_fbank_frames
 
 log = logging.getLogger(__name__)
 

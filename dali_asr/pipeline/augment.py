@@ -17,32 +17,18 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dali_asr.fbank import NUM_MEL_BINS
-from dali_asr.report import ExampleKey
+from dali_asr.config import SpecAugmentSettings
+from dali_asr.keys import ExampleKey
+from dali_asr.pipeline.fbank import NUM_MEL_BINS
 
 if TYPE_CHECKING:
     from dali_asr.config import DaliAsrSettings
 
 _SPEED, _SPEC = 0, 1
-
-
-@dataclass
-class SpecAugmentSettings:
-    """The ``dali_asr.spec_augment`` section."""
-
-    p: float = 0.0
-    """Probability that an example is masked at all; 0 turns SpecAugment off."""
-    num_freq_masks: int = 2
-    max_freq_width: int = 27
-    num_time_masks: int = 2
-    max_time_width: int = 100
-    max_time_ratio: float = 0.2
-    """A time mask covers at most this fraction of the utterance's frames."""
 
 
 def example_rng(seed: int, key: ExampleKey, plan_index: int, purpose: int) -> np.random.Generator:

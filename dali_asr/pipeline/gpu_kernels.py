@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from dali_asr.fbank import LOG_FLOOR, NUM_MEL_BINS, mel_bands, mel_matrix
+from dali_asr.pipeline.fbank import LOG_FLOOR, NUM_MEL_BINS, mel_bands, mel_matrix
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -39,7 +39,7 @@ def kernel_files() -> Traversable:
     try:
         return resources.files("dali_asr.kernels")
     except ModuleNotFoundError:
-        root = Path(__file__).resolve().parents[1]
+        root = Path(__file__).resolve().parents[2]  # the checkout: dali_asr/pipeline/ up
         project = root / "pyproject.toml"
         if project.is_file() and 'name = "dali-asr"' in project.read_text(encoding="utf-8"):
             return root / "kernels"

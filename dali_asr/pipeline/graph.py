@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from dali_asr.cuda_env import preload_cufft
-from dali_asr.fbank import (
+from dali_asr.pipeline.cuda_env import preload_cufft
+from dali_asr.pipeline.fbank import (
     FFT_SIZE,
     FRAME_LENGTH,
     FRAME_SHIFT,

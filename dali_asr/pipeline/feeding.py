@@ -31,18 +31,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dali_asr import sharding
-from dali_asr.audio_check import (
-    BadAudioError,
-    check_decoded,
-    describe_format,
-    probe,
-    sniff,
-)
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.collate import BatchMaker
 from dali_asr.config import AsrTaskConfig, BatchingStrategy
-from dali_asr.graph import build_pipeline
+from dali_asr.errors import BadAudioError
+from dali_asr.pipeline.audio_check import check_decoded, describe_format, probe, sniff
+from dali_asr.pipeline.collate import BatchMaker
+from dali_asr.pipeline.graph import build_pipeline
+from dali_asr.planning import sharding
 from dali_asr.report import SkipReport
 from dali_asr.storage.examples import Example, fill_audio
 

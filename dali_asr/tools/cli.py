@@ -16,8 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from dali_asr.config import ConfigError, LoaderConfig, config_from_dict, load_config
-from dali_asr.storage.discovery import DatasetError
+from dali_asr.config import LoaderConfig, config_from_dict, load_config
+from dali_asr.errors import ConfigError, DatasetError
 
 log = logging.getLogger("dali_asr")
 
@@ -55,7 +55,7 @@ def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict]:
     """The parser, and the handlers of the operator tools (stats, bucket-sizes)."""
-    from dali_asr.cli_tools import register
+    from dali_asr.tools.commands import register
 
     parser = argparse.ArgumentParser(prog="dali-asr", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -228,7 +228,7 @@ def cmd_run(args: argparse.Namespace, config: LoaderConfig) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dali_asr.demo_data import make_demo_dataset
+    from dali_asr.tools.demo_data import make_demo_dataset
 
     if args.data is None:
         cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
-from dali_asr.config import ConfigError
+from dali_asr.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.collate import TORCH_DTYPES, BatchMaker, Decoded, Normalization, padded_width
-from dali_asr.fbank import NUM_MEL_BINS, frame_offsets
-from dali_asr.gpu_kernels import ArgBlock, GpuKernels, as_cupy, flatten_tokens
+from dali_asr.pipeline.collate import TORCH_DTYPES, BatchMaker, Decoded, Normalization, padded_width
+from dali_asr.pipeline.fbank import NUM_MEL_BINS, frame_offsets
+from dali_asr.pipeline.gpu_kernels import ArgBlock, GpuKernels, as_cupy, flatten_tokens
 from dali_asr.storage.examples import Example
 
 _KEEP_ALIVE = 64

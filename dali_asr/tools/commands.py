@@ -1,7 +1,7 @@
 """Operator commands of ``dali-asr``: ``stats`` and ``bucket-sizes``.
 
 ``register(subparsers, common)`` adds them to the ``dali-asr`` parser and returns their
-handlers; text goes to standard output, logs to standard error (``dali_asr.cli`` sets logging
+handlers; text goes to standard output, logs to standard error (``dali_asr.tools.cli`` sets logging
 up and maps ConfigError / DatasetError to exit code 2).
 """
 
@@ -19,8 +19,10 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from dali_asr.batching import effective_max_num_elements
-from dali_asr.config import AsrTaskConfig, ConfigError, LoaderConfig, SyncMode, load_config
-from dali_asr.stats import (
+from dali_asr.config import AsrTaskConfig, LoaderConfig, SyncMode, load_config
+from dali_asr.errors import ConfigError
+from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
+from dali_asr.tools.stats import (
     SAMPLE_RATE,
     Projection,
     SplitData,
@@ -31,7 +33,6 @@ from dali_asr.stats import (
     project,
     project_ranks,
 )
-from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.world_size < 1:
         raise ConfigError(f"--world-size must be >= 1, got {args.world_size}")
     if args.plot is not None:
-        from dali_asr.stats_plots import require_matplotlib
+        from dali_asr.tools.stats_plots import require_matplotlib
 
         require_matplotlib()  # fail before reading a large dataset, not after
     config = load_config(args.config)
@@ -221,7 +222,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ranks = project_ranks(data, config, args.world_size)
         print(render_split(data, config, whole, ranks, args.full), file=out)
         if args.plot is not None:
-            from dali_asr.stats_plots import write_plots
+            from dali_asr.tools.stats_plots import write_plots
 
             for written in write_plots(data, config, whole, args.plot):
                 log.info("wrote %s", written)
@@ -403,7 +404,7 @@ def cmd_tune_batch(args: argparse.Namespace) -> int:
     """``dali-asr tune-batch``: the result table, then the YAML line to paste."""
     import torch
 
-    from dali_asr.tune import model_from_path, tune_max_num_elements
+    from dali_asr.tools.tune import model_from_path, tune_max_num_elements
 
     config = load_config(args.config)
     task, settings = config.asr_task_config, config.dali_asr

@@ -15,7 +15,8 @@ import hashlib
 import json
 from typing import Any
 
-from dali_asr.config import ConfigError, LoaderConfig
+from dali_asr.config import LoaderConfig
+from dali_asr.errors import ConfigError
 
 FORMAT_VERSION = 2
 
@@ -73,7 +74,8 @@ def check_compatible(
     saved: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any]
 ) -> None:
     """Raise ConfigError naming what changed between a saved state and this loader. Rank and
-    world size may differ: which rank continues from which state is ``dali_asr.elastic``'s."""
+    world size may differ: which rank continues from which state is
+    ``dali_asr.resume.elastic``'s."""
     version = saved.get("format_version")
     if version != FORMAT_VERSION:
         raise ConfigError(

@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from dali_asr.config import AsrTaskConfig, ConfigError, LoaderConfig
-from dali_asr.stats import (
+from dali_asr.config import AsrTaskConfig, LoaderConfig
+from dali_asr.errors import ConfigError
+from dali_asr.tools.stats import (
     SAMPLE_RATE,
     BucketFill,
     BucketGroup,
