@@ -31,7 +31,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import soundfile as sf
 
-SAMPLE_RATE = 16_000
+from dali_asr.storage import SAMPLE_RATE
+
 ROW_GROUP_SIZE = 100  # as the Omnilingual dataprep writes it
 CORPUS = "bench_long"
 MARKER = "BENCH_LONG"

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 
 def is_training_stream(split: str, sync_mode: SyncMode) -> bool:
-    """The reference's rule (§3.2): an endless, shuffled mixture stream."""
+    """The reference's rule: an endless, shuffled mixture stream."""
     return "train" in split and sync_mode is SyncMode.UNTIL_FIRST
 
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_asr.batch import Seq2SeqBatch
+from dali_asr.storage import SAMPLE_RATE
 
 __all__ = ["Telemetry"]
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 KINDS = ("language", "corpus", "partition")
 
 

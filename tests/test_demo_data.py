@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from dali_asr.tools.demo_data import PARTITIONS, SAMPLE_RATE, _set_ogg_serial, make_demo_dataset
+from dali_asr.storage import SAMPLE_RATE
+from dali_asr.tools.demo_data import PARTITIONS, _set_ogg_serial, make_demo_dataset
 
 ESPEAK_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-mini"
 SCHEMA = pa.schema(

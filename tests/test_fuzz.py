@@ -49,9 +49,7 @@ def test_bucketing_keeps_every_in_range_item(
     )
     out = []
     for i, n in enumerate(lengths):
-        batch = bucketer.push(i, n)
-        if batch:
-            out.append(batch)
+        out.extend(bucketer.push(i, n))
     out.extend(bucketer.flush())
     seen = [i for b in out for i in b]
     assert len(seen) == len(set(seen))

@@ -162,7 +162,9 @@ def test_close_is_idempotent_and_stops_threads(espeak_root: Path, espeak_tokeniz
 def _expected_plan(root: Path, task: dict) -> list[list[tuple[str, int, int]]]:
     """The plan computed independently: rows in path order, the reference's filters by hand,
     then fairseq2's first-fit bucketing (checked against golden vectors in test_batching)."""
-    from dali_asr.batching import bucket_by_length, length_bucket_sizes
+    from helpers.fairseq2_ops import bucket_by_length
+
+    from dali_asr.batching import length_bucket_sizes
 
     items = []
     for path in sorted(root.rglob("split=train/**/*.parquet")):

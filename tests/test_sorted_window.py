@@ -51,7 +51,7 @@ def first_fit(lengths: list[int]) -> list[list[int]]:
         max_bucket_size=None,
     )
     bucketer: LengthBucketer[int] = LengthBucketer(table, min_data_len=MIN_LEN)
-    out = [b for i, n in enumerate(lengths) if (b := bucketer.push(i, n)) is not None]
+    out = [b for i, n in enumerate(lengths) for b in bucketer.push(i, n)]
     return out + list(bucketer.flush())
 
 

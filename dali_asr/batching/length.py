@@ -17,10 +17,10 @@ Semantics (fairseq2n v0.6 ``bucket_by_length_data_source.cc``, with Omnilingual'
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
-__all__ = ["LengthBucketer", "bucket_by_length"]
+__all__ = ["LengthBucketer"]
 
 T = TypeVar("T")
 
@@ -93,24 +93,24 @@ class LengthBucketer(Generic[T]):
         """Items currently held in partially filled buckets."""
         return self._num_waiting
 
-    def push(self, item: T, length: int) -> list[T] | None:
-        """Add ``item`` of the given ``length``; return a full batch if this completed one."""
+    def push(self, item: T, length: int) -> list[list[T]]:
+        """Add ``item`` of the given ``length``; ``[batch]`` if this filled its bucket."""
         if length < self.min_data_len:
             self.skipped["below_min_length"] += 1
-            return None
+            return []
         if length > self._max_len:
             self.skipped["above_max_length"] += 1
-            return None
+            return []
 
         idx = bisect_left(self._seq_lens, length)
         bucket = self._buckets[idx]
         bucket.append(item)
         if len(bucket) < self._sizes[idx]:
             self._num_waiting += 1
-            return None
+            return []
         self._buckets[idx] = []
         self._num_waiting -= len(bucket) - 1
-        return bucket
+        return [bucket]
 
     def flush(self) -> Iterator[list[T]]:
         """Drain the buckets at end of data (fairseq2's leftover chunking); leaves them empty."""
@@ -143,36 +143,23 @@ class LengthBucketer(Generic[T]):
         self._buckets = [[] for _ in self._bucket_sizes]
         self._num_waiting = 0
 
-    def waiting(self) -> list[tuple[int, T]]:
-        """(bucket index, item) of every waiting item, each bucket in arrival order."""
-        return [(i, item) for i, bucket in enumerate(self._buckets) for item in bucket]
+    def largest_batch(self, shortest: int) -> int:
+        return max(self._sizes)
 
-    def restore_waiting(self, items: list[tuple[int, T]]) -> None:
-        """Put back :meth:`waiting` output into an empty bucketer with the same table."""
+    def export_waiting(self, key: Callable[[T], list[int]]) -> list[list[int]]:
+        """``[bucket index, *key]`` of every waiting item, each bucket in arrival order."""
+        return [[i, *key(item)] for i, bucket in enumerate(self._buckets) for item in bucket]
+
+    def import_waiting(
+        self, rows: list[list[int]], lookup: Callable[[list[int]], T], length: object = None
+    ) -> None:
         self.clear()
-        for i, item in items:
-            self._buckets[i].append(item)
-        self._num_waiting = len(items)
+        for row in rows:
+            self._buckets[row[0]].append(lookup(row[1:]))
+        self._num_waiting = len(rows)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {}
 
-def bucket_by_length(
-    items: Iterable[T],
-    length_of: Callable[[T], int],
-    bucket_sizes: Sequence[tuple[int, int]],
-    *,
-    min_data_len: int = 1,
-    drop_remainder: bool = False,
-) -> Iterator[list[T]]:
-    """Yield length-bucketed batches of ``items``, flushing leftovers at the end.
-
-    ``length_of`` gives an item's length (e.g. audio samples); the other knobs are those of
-    :class:`LengthBucketer`.
-    """
-    bucketer: LengthBucketer[T] = LengthBucketer(
-        bucket_sizes, min_data_len=min_data_len, drop_remainder=drop_remainder
-    )
-    for item in items:
-        batch = bucketer.push(item, length_of(item))
-        if batch is not None:
-            yield batch
-    yield from bucketer.flush()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing random to restore."""

@@ -23,7 +23,7 @@ dynamic program minimising (batches, padding) per window gained only ~0.001 padd
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from dali_asr.batching.bucket_sizes import effective_max_num_elements
@@ -153,12 +153,20 @@ class SortedWindowBatcher(Generic[T]):
         """Discard every waiting item without emitting it (counters are kept)."""
         self._buffer = []
 
-    def waiting(self) -> list[tuple[int, bool, T]]:
-        """(length, carried once, item) of every item in the window, in window order."""
-        return list(self._buffer)
+    def largest_batch(self, shortest: int) -> int:
+        return self.capacity(shortest)
 
-    def restore_waiting(self, entries: list[tuple[int, bool, T]]) -> None:
-        self._buffer = [(int(n), bool(c), item) for n, c, item in entries]
+    def export_waiting(self, key: Callable[[T], list[int]]) -> list[list[int]]:
+        """``[carried once, *key]`` of every item in the window, in window order."""
+        return [[int(carried), *key(item)] for _, carried, item in self._buffer]
+
+    def import_waiting(
+        self, rows: list[list[int]], lookup: Callable[[list[int]], T], length: Callable[[T], int]
+    ) -> None:
+        items = [lookup(row[1:]) for row in rows]
+        self._buffer = [
+            (int(length(item)), bool(row[0]), item) for row, item in zip(rows, items, strict=True)
+        ]
 
     def state_dict(self) -> dict[str, int]:
         """JSON-serialisable shuffle state. Waiting items are not part of it."""

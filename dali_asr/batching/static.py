@@ -6,10 +6,10 @@ batch is emitted unless ``drop_remainder`` is set. Used by Omnilingual's STATIC 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
-__all__ = ["StaticBatcher", "static_batches"]
+__all__ = ["StaticBatcher"]
 
 T = TypeVar("T")
 
@@ -39,21 +39,32 @@ class StaticBatcher(Generic[T]):
         """Items held in the current, not yet full batch."""
         return len(self._pending)
 
-    def push(self, item: T, length: int | None = None) -> list[T] | None:
-        """Add ``item``; return the batch if it is now full. ``length`` is ignored (it keeps
-        the signature of ``LengthBucketer.push``, so planners can drive either)."""
+    def push(self, item: T, length: int | None = None) -> list[list[T]]:
+        """Add ``item``; ``[batch]`` if it is now full. ``length`` is ignored (the
+        ``Batcher`` interface)."""
         self._pending.append(item)
         if len(self._pending) < self.batch_size:
-            return None
+            return []
         batch, self._pending = self._pending, []
-        return batch
+        return [batch]
 
-    def waiting(self) -> list[T]:
-        """The items of the incomplete batch, in arrival order (for resume state)."""
-        return list(self._pending)
+    def largest_batch(self, shortest: int) -> int:
+        return self.batch_size
 
-    def restore_waiting(self, items: list[T]) -> None:
-        self._pending = list(items)
+    def export_waiting(self, key: Callable[[T], list[int]]) -> list[list[int]]:
+        """The keys of the incomplete batch's items, in arrival order."""
+        return [key(item) for item in self._pending]
+
+    def import_waiting(
+        self, rows: list[list[int]], lookup: Callable[[list[int]], T], length: object = None
+    ) -> None:
+        self._pending = [lookup(row) for row in rows]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Nothing random to restore."""
 
     def flush(self) -> Iterator[list[T]]:
         """Emit the partial last batch (if any and allowed); leaves the batcher empty."""
@@ -64,15 +75,3 @@ class StaticBatcher(Generic[T]):
             self.skipped["remainder_dropped"] += len(batch)
             return
         yield batch
-
-
-def static_batches(
-    items: Iterable[T], batch_size: int, *, drop_remainder: bool = False
-) -> Iterator[list[T]]:
-    """Yield consecutive batches of ``batch_size`` items (see :class:`StaticBatcher`)."""
-    batcher: StaticBatcher[T] = StaticBatcher(batch_size, drop_remainder=drop_remainder)
-    for item in items:
-        batch = batcher.push(item)
-        if batch is not None:
-            yield batch
-    yield from batcher.flush()

@@ -1,9 +1,9 @@
 """Checks on encoded and decoded audio, so one bad file cannot end a run.
 
-A corrupt or unsupported file kills a whole DALI pipeline (dali-notes §1), so the encoded bytes
-are sniffed before DALI sees them; what gets past the sniff and still fails is found by
-``probe`` after the fact, one file at a time in a throwaway pipeline. Decoded audio is checked
-against the dataset's ``audio_size`` and for NaN or infinite samples.
+A corrupt or unsupported file kills a whole DALI pipeline (the error invalidates it), so the
+encoded bytes are sniffed before DALI sees them; what gets past the sniff and still fails is
+found by ``probe`` after the fact, one file at a time in a throwaway pipeline. Decoded audio
+is checked against the dataset's ``audio_size`` and for NaN or infinite samples.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from dali_asr.storage import SAMPLE_RATE
+
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_SHIFT = 160  # 10 ms
 FFT_SIZE = 512

@@ -1,5 +1,5 @@
 """Batch plans: examples → length filter → example shuffle → text filters → STATIC or LENGTH
-batches → batch shuffle, in the reference's order (§1 T1-T7).
+batches → batch shuffle, in the reference's order.
 
 Two example sources feed the same stages: one pass over a split's files in path order, or the
 endless training stream (weighted partition mixture). Planning never decodes audio; the same
@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dali_asr.batching import LengthBucketer, StaticBatcher
+from dali_asr.batching.batcher import Batcher
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
@@ -48,10 +49,7 @@ __all__ = [
 ]
 
 
-Batcher = LengthBucketer[Example] | StaticBatcher[Example] | SortedWindowBatcher[Example]
-
-
-def make_batcher(task: AsrTaskConfig, sort_window: int = 1000) -> Batcher:
+def make_batcher(task: AsrTaskConfig, sort_window: int = 1000) -> Batcher[Any]:
     """The batching stage for a task config (T6): the reference's STATIC or LENGTH, or
     LENGTH_SORTED (dali-asr's: sort ``sort_window`` examples, cut under the same budget)."""
     if task.batching_strategy is BatchingStrategy.STATIC:
@@ -74,12 +72,7 @@ def make_batcher(task: AsrTaskConfig, sort_window: int = 1000) -> Batcher:
 
 def max_batch_size(task: AsrTaskConfig) -> int:
     """The largest batch the plan can emit (DALI's batch_size is a maximum)."""
-    batcher = make_batcher(task)
-    if isinstance(batcher, StaticBatcher):
-        return task.batch_size
-    if isinstance(batcher, SortedWindowBatcher):
-        return batcher.capacity(task.min_audio_len)
-    return max(size for size, _ in batcher.bucket_sizes)
+    return make_batcher(task).largest_batch(task.min_audio_len)
 
 
 class _Planner:

@@ -1,5 +1,5 @@
 """The planning stages after the example source, as a state machine that can be saved between
-any two batches and restored exactly (§1 T1-T7).
+any two batches and restored exactly.
 
 length filter → example shuffle → text filters → batcher → batch shuffle. Examples move through
 explicit queues, so the state between two batches is: the RNG states, and the keys of the
@@ -14,13 +14,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from dali_asr.batching import LengthBucketer, StaticBatcher
+from dali_asr.batching.batcher import Batcher
 from dali_asr.batching.shuffle import BlockShuffler
-from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.storage.examples import Example
-
-Key = tuple[int, int, int]
-Batcher = LengthBucketer[Example] | StaticBatcher[Example] | SortedWindowBatcher[Example]
 
 
 def key_of(ex: Example) -> list[int]:
@@ -33,7 +29,7 @@ class Stages:
     def __init__(
         self,
         shuffler: BlockShuffler[Example],
-        batcher: Batcher,
+        batcher: Batcher[Example],
         batch_shuffler: BlockShuffler[list[Example]],
         keep_length: Callable[[Example], bool],
         accept: Callable[[Example], bool],
@@ -73,12 +69,8 @@ class Stages:
     def _batch(self, ex: Example) -> None:
         if not self.accept(ex):
             return
-        emitted = self.batcher.push(ex, ex.audio_size)
-        if isinstance(self.batcher, SortedWindowBatcher):
-            for batch in emitted:
-                self.pending_batches.extend(self.batch_shuffler.push(batch))
-        elif emitted is not None:
-            self.pending_batches.extend(self.batch_shuffler.push(emitted))
+        for batch in self.batcher.push(ex, ex.audio_size):
+            self.pending_batches.extend(self.batch_shuffler.push(batch))
 
     def _flush(self) -> None:
         """End of a finite source: everything left becomes batches, in the reference's order."""
@@ -96,15 +88,15 @@ class Stages:
             "shuffler": self.shuffler.state_dict(),
             "batch_shuffler": self.batch_shuffler.state_dict(),
         }
-        if isinstance(self.batcher, SortedWindowBatcher):
-            out["batcher"] = self.batcher.state_dict()
+        if batcher := self.batcher.state_dict():
+            out["batcher"] = batcher
         return out
 
     def load_rngs(self, rngs: dict[str, Any]) -> None:
         """Continue the RNGs of a previous epoch (empty queues, nothing waiting)."""
         self.shuffler.load_state_dict(rngs["shuffler"])
         self.batch_shuffler.load_state_dict(rngs["batch_shuffler"])
-        if "batcher" in rngs and isinstance(self.batcher, SortedWindowBatcher):
+        if "batcher" in rngs:
             self.batcher.load_state_dict(rngs["batcher"])
 
     def snapshot(self) -> dict[str, Any]:
@@ -122,15 +114,10 @@ class Stages:
         }
 
     def _batcher_state(self) -> dict[str, Any]:
-        b = self.batcher
-        if isinstance(b, LengthBucketer):
-            return {"waiting": [[i, *key_of(ex)] for i, ex in b.waiting()]}
-        if isinstance(b, SortedWindowBatcher):
-            return {
-                "waiting": [[int(c), *key_of(ex)] for _, c, ex in b.waiting()],
-                "rng": b.state_dict(),
-            }
-        return {"waiting": [key_of(ex) for ex in b.waiting()]}
+        out: dict[str, Any] = {"waiting": self.batcher.export_waiting(key_of)}
+        if rng := self.batcher.state_dict():
+            out["rng"] = rng
+        return out
 
     def restore(self, state: dict[str, Any], lookup: Callable[[list[int]], Example]) -> None:
         """Load ``snapshot()`` output; ``lookup`` turns a key back into its example."""
@@ -144,18 +131,9 @@ class Stages:
             [[lookup(k) for k in b] for b in state["batches_waiting"]]
         )
         self.pending_batches = deque([lookup(k) for k in b] for b in state["pending_batches"])
-        waiting = state["batcher"]["waiting"]
-        b = self.batcher
-        if isinstance(b, LengthBucketer):
-            b.restore_waiting([(w[0], lookup(w[1:])) for w in waiting])
-        elif isinstance(b, SortedWindowBatcher):
-            b.load_state_dict(state["batcher"]["rng"])
-            entries = [lookup(w[1:]) for w in waiting]
-            b.restore_waiting(
-                [(ex.audio_size, bool(w[0]), ex) for w, ex in zip(waiting, entries, strict=True)]
-            )
-        else:
-            b.restore_waiting([lookup(k) for k in waiting])
+        if "rng" in state["batcher"]:
+            self.batcher.load_state_dict(state["batcher"]["rng"])
+        self.batcher.import_waiting(state["batcher"]["waiting"], lookup, lambda ex: ex.audio_size)
 
 
 def snapshot_keys(state: dict[str, Any]) -> list[list[int]]:

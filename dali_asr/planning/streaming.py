@@ -1,4 +1,4 @@
-"""The training stream's example sources (§3.4, §3.5): one endless stream per (corpus, language)
+"""The training stream's example sources: one endless stream per (corpus, language)
 partition, its row groups in seeded permutations dealt round-robin to ranks, mixed by the
 temperature-weighted sampler."""
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from typing import Any
 
 from dali_asr.config import LoaderConfig
@@ -96,7 +95,3 @@ def check_compatible(
     if changed:
         detail = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
         raise ConfigError(f"resume state was saved with other settings: {detail}")
-
-
-def to_json(state: dict[str, Any]) -> str:
-    return json.dumps(state, separators=(",", ":"))

@@ -2,8 +2,8 @@
 
 Order, as in the reference: empty text and "too fast" speech are checked on the raw string,
 then the text is tokenised, then all-unknown and (optional) long-text filters run on the tokens.
-``remove_unknown`` is not implemented: in the reference it raises ``TypeError`` at pipeline
-construction, so no working configuration uses it.
+``remove_unknown`` (the reference's intent; it crashes there when set) is not a filter: the
+planner removes unknown tokens from an accepted example's targets.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
 from dali_asr.errors import ConfigError, DatasetError
+from dali_asr.storage import SAMPLE_RATE
 
 log = logging.getLogger("dali_asr")
 
@@ -289,7 +290,7 @@ class _RunStats:
         self.languages.update(batch.language)
 
     def print(self, seconds: float, out, telemetry: dict | None = None) -> None:
-        audio_s = self.samples / 16_000
+        audio_s = self.samples / SAMPLE_RATE
         lines = [
             f"batches            {self.batches}",
             f"examples           {self.examples}",

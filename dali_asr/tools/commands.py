@@ -21,9 +21,9 @@ import pyarrow.fs as pafs
 from dali_asr.batching import effective_max_num_elements
 from dali_asr.config import AsrTaskConfig, LoaderConfig, SyncMode, load_config
 from dali_asr.errors import ConfigError
+from dali_asr.storage import SAMPLE_RATE
 from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
 from dali_asr.tools.stats import (
-    SAMPLE_RATE,
     Projection,
     SplitData,
     bucket_fill,

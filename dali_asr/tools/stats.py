@@ -23,11 +23,11 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from dali_asr.batching.shuffle import BlockShuffler
-from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, LoaderConfig
 from dali_asr.errors import DatasetError
 from dali_asr.planning import sharding
 from dali_asr.planning.planners import TOO_LONG, TOO_SHORT, make_batcher
+from dali_asr.storage import SAMPLE_RATE
 from dali_asr.storage.discovery import DataFile, Location, discover_split, list_files
 from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
 from dali_asr.storage.row_groups import LENGTH, TEXT, ParquetFiles
@@ -36,14 +36,12 @@ from dali_asr.text.filters import REASONS, TEXT_TOO_LONG, TOO_FAST
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 """``audio_size`` counts samples at 16 kHz (Omnilingual's convention)."""
 
 # Per-row text verdicts are stored as small codes: 0 = kept, i = REASONS[i - 1].
 _CODE = {reason: i for i, reason in enumerate(REASONS, start=1)}
 
 __all__ = [
-    "SAMPLE_RATE",
     "BucketFill",
     "BucketGroup",
     "Projection",
@@ -255,19 +253,12 @@ def _shuffled(order: np.ndarray, window: int, seed: int) -> np.ndarray:
 def _run_batcher(
     order: np.ndarray, lengths: np.ndarray, task: AsrTaskConfig, sort_window: int
 ) -> tuple[list[list[int]], Counter[str]]:
-    """The planner's batching stage over indices (same calls as ``_Planner._stage``)."""
+    """The planner's batching stage over indices (the planner's stages make the same calls)."""
     batcher = make_batcher(task, sort_window)
     lens = lengths.tolist()
     batches: list[list[int]] = []
-    push = batcher.push
-    if isinstance(batcher, SortedWindowBatcher):
-        for i in order.tolist():
-            batches.extend(push(i, lens[i]))
-    else:
-        for i in order.tolist():
-            emitted = push(i, lens[i])
-            if emitted is not None:
-                batches.append(emitted)
+    for i in order.tolist():
+        batches.extend(batcher.push(i, lens[i]))
     batches.extend(batcher.flush())
     return batches, Counter({k: v for k, v in batcher.skipped.items() if v})
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from dali_asr.config import AsrTaskConfig, LoaderConfig
 from dali_asr.errors import ConfigError
+from dali_asr.storage import SAMPLE_RATE
 from dali_asr.tools.stats import (
-    SAMPLE_RATE,
     BucketFill,
     BucketGroup,
     Projection,
