@@ -9,7 +9,6 @@ sample, ``shape()`` and ``data_ptr()``.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -391,23 +390,14 @@ def kernel_times(count: int, samples: int) -> dict[str, float]:
 def maker_times(fbank: bool, count: int, samples: int, reps: int = 30) -> tuple[float, float]:
     """(GPU ms by CUDA events on the maker's stream, wall ms) of ``decoded`` + ``make`` for one
     batch of stand-in outputs, bfloat16 output, normalised; medians."""
-    import torch
+    from gpu_rows import stream_ms
 
     gpu_maker, _, examples, gpu_out, _ = makers_and_outputs(
         fbank, True, "bfloat16", count=count, longest=samples, seed=4, exact=True
     )
     keep = list(range(count))
-    gpu, wall = [], []
-    for i in range(reps + 5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        start.record(gpu_maker.stream)
-        batch = gpu_maker.make(examples, gpu_maker.decoded(gpu_out, range(count)), keep)
-        end.record(gpu_maker.stream)
-        end.synchronize()
-        if i >= 5:
-            wall.append((time.perf_counter() - t0) * 1e3)
-            gpu.append(start.elapsed_time(end))
-        del batch
-    return sorted(gpu)[reps // 2], sorted(wall)[reps // 2]
+
+    def one() -> None:
+        gpu_maker.make(examples, gpu_maker.decoded(gpu_out, range(count)), keep)
+
+    return stream_ms(one, gpu_maker.stream, reps)

@@ -144,3 +144,24 @@ def cuda_ms(fn: Callable[[], object], reps: int = 50, warmup: int = 5) -> float:
         end.synchronize()
         times.append(start.elapsed_time(end))
     return sorted(times)[len(times) // 2]
+
+
+def stream_ms(fn: Callable[[], object], stream, reps: int = 30, warmup: int = 5) -> tuple:
+    """(GPU ms between CUDA events recorded on ``stream`` around ``fn``, wall ms from a synced
+    device to the end event), medians over ``reps`` calls after ``warmup``: when the two agree,
+    the GPU was waiting for the host."""
+    import torch
+
+    gpu, wall = [], []
+    for i in range(reps + warmup):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        if i >= warmup:
+            gpu.append(start.elapsed_time(end))
+            wall.append((time.perf_counter() - t0) * 1e3)
+    return sorted(gpu)[reps // 2], sorted(wall)[reps // 2]

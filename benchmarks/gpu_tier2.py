@@ -26,7 +26,7 @@ from pathlib import Path
 
 import gpu_loader_checks as lc
 import numpy as np
-from gpu_rows import REPO, Rows, default_data
+from gpu_rows import REPO, Rows, default_data, stream_ms
 
 sys.path.insert(0, str(REPO))
 _CUFFT_PROBE = """
@@ -92,7 +92,6 @@ def check_batch_time(rows: Rows) -> None:
 
 def _features_ms(count: int, n: int, fbank: bool, reps: int = 30) -> tuple[float, float]:
     import cupy
-    import torch
     from nvidia.dali import fn, pipeline_def, types
 
     from dali_asr.pipeline.cuda_env import preload_cufft
@@ -121,21 +120,11 @@ def _features_ms(count: int, n: int, fbank: bool, reps: int = 30) -> tuple[float
     maker = GpuBatchMaker(files, 0, "bfloat16", use_fbank=fbank, normalize_audio=True, device_id=0)
     examples = [Example(0, 0, i, n, "", np.arange(20)) for i in range(count)]
     keep = list(range(count))
-    gpu, wall = [], []
-    for i in range(reps + 5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        start.record(maker.stream)
-        outputs = maker.run(pipe)
-        maker.make(examples, maker.decoded(outputs, range(count)), keep)
-        end.record(maker.stream)
-        end.synchronize()
-        if i >= 5:
-            gpu.append(start.elapsed_time(end))
-            wall.append((time.perf_counter() - t0) * 1e3)
-    del pipe
-    return sorted(gpu)[reps // 2], sorted(wall)[reps // 2]
+
+    def one() -> None:
+        maker.make(examples, maker.decoded(maker.run(pipe), range(count)), keep)
+
+    return stream_ms(one, maker.stream, reps)
 
 
 def check_throughput(rows: Rows, data: Path, tokenizer, device: str, threads, seconds) -> None:

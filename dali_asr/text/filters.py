@@ -14,19 +14,6 @@ import numpy as np
 
 from dali_asr.text.tokenizer import Tokenizer
 
-__all__ = [
-    "ALL_UNKNOWN",
-    "EMPTY_TEXT",
-    "REASONS",
-    "TEXT_TOO_LONG",
-    "TOO_FAST",
-    "TextFilter",
-    "keep_nonempty",
-    "keep_not_all_unknown",
-    "keep_speech_rate",
-    "keep_text_length",
-]
-
 EMPTY_TEXT = "empty_text"
 TOO_FAST = "too_fast_speech"
 ALL_UNKNOWN = "all_unknown_tokens"
