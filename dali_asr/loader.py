@@ -25,7 +25,6 @@ import torch
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.config import LoaderConfig, MixtureParquetStorageConfig, SyncMode, load_config
 from dali_asr.errors import ConfigError, DatasetError
-from dali_asr.keys import ExampleKey
 from dali_asr.pipeline.augment import make_augmenter
 from dali_asr.pipeline.collate import BatchMaker
 from dali_asr.pipeline.cuda_env import device_index
@@ -439,9 +438,6 @@ class AsrLoader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def planner_key_of(self, ex: Example) -> ExampleKey:
-        return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
 
 
 class _Epoch(Iterator[Seq2SeqBatch]):

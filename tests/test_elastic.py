@@ -28,6 +28,7 @@ from dali_asr.loader import AsrLoader
 from dali_asr.planning.stages import snapshot_keys
 from dali_asr.planning.streaming import Cursor, PartitionStream, row_group_order
 from dali_asr.resume.elastic import own_state
+from dali_asr.storage.examples import example_key
 
 LANGUAGES = ["deu_Latn", "eng_Latn", "fra_Latn", "spa_Latn"]
 ROUNDS_BEFORE = 3
@@ -125,12 +126,14 @@ class Ledger:
 def take_round(plans, loaders) -> Counter[str]:
     """One batch from every rank (lockstep, as DDP)."""
     return Counter(
-        str(x.planner_key_of(ex)) for p, x in zip(plans, loaders, strict=True) for ex in next(p)
+        str(example_key(x.files.files, ex))
+        for p, x in zip(plans, loaders, strict=True)
+        for ex in next(p)
     )
 
 
 def plan_keys(loader: AsrLoader, batches: int) -> list[list]:
-    return [[loader.planner_key_of(e) for e in b] for b in islice(loader.plan(), batches)]
+    return [[example_key(loader.files.files, e) for e in b] for b in islice(loader.plan(), batches)]
 
 
 def saved(loaders) -> list[dict]:
@@ -215,7 +218,7 @@ def test_a_resumed_stream_resumes_exactly_on_as_many_ranks(many_groups, espeak_t
     states = saved(new)
     assert any(s["plan_state"]["source"]["prefix"] for s in states)
     whole = [
-        [[str(x.planner_key_of(e)) for e in next(p)] for _ in range(6)]
+        [[str(example_key(x.files.files, e)) for e in next(p)] for _ in range(6)]
         for p, x in zip(plans, new, strict=True)
     ]
     again = ranks(many_groups, espeak_tokenizer, cfg, 2, states)

@@ -18,11 +18,11 @@ import torch
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.keys import ExampleKey
 from dali_asr.pipeline.fbank import frame_offsets, log_mel
+from dali_asr.storage.examples import Example, example_key
 
 if TYPE_CHECKING:
     from dali_asr.pipeline.augment import Augmenter
     from dali_asr.storage.discovery import DataFile
-    from dali_asr.storage.examples import Example
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # torch.layer_norm's default epsilon, as the reference's layer norm of the waveform
@@ -174,7 +174,7 @@ class BatchMaker:
         self.augmenter = augmenter
 
     def key(self, ex: Example) -> ExampleKey:
-        return ExampleKey(self.files[ex.file_index].rel, ex.row_group, ex.row)
+        return example_key(self.files, ex)
 
     def run(self, pipe) -> tuple:
         """One DALI iteration (host-synchronised outputs on the CPU)."""

@@ -31,7 +31,7 @@ from dali_asr.planning.streaming import (
     load_weights,
 )
 from dali_asr.report import SkipReport
-from dali_asr.storage.examples import Example, ExampleReader, ReadAhead
+from dali_asr.storage.examples import Example, ExampleReader, ReadAhead, example_key
 from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.text import TextFilter, Tokenizer
 
@@ -109,7 +109,7 @@ class _Planner:
         raise NotImplementedError
 
     def key(self, ex: Example) -> ExampleKey:
-        return ExampleKey(self.files.files[ex.file_index].rel, ex.row_group, ex.row)
+        return example_key(self.files.files, ex)
 
     def example_window(self) -> int:
         return self.task.example_shuffle_window

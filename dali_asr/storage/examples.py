@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from dali_asr.keys import ExampleKey
+from dali_asr.storage.discovery import DataFile
 from dali_asr.storage.row_groups import AUDIO, LENGTH, TEXT, ParquetFiles, RowGroupRef
 from dali_asr.text import TextFilter
 
@@ -50,6 +52,11 @@ def memory_mapped_copy(table: pa.Table, cache_dir: str | Path) -> pa.Table:
         return pa.ipc.open_file(pa.memory_map(str(path), "rb")).read_all()
     finally:
         os.unlink(path)
+
+
+def example_key(files: Sequence[DataFile], ex: Example) -> ExampleKey:
+    """Where ``ex`` lives: its file (relative to the dataset root), row group and row."""
+    return ExampleKey(files[ex.file_index].rel, ex.row_group, ex.row)
 
 
 class ExampleReader:
