@@ -13,12 +13,10 @@ import logging
 import os
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
 from dali_asr.errors import ConfigError, DatasetError
-from dali_asr.storage import SAMPLE_RATE
 
 log = logging.getLogger("dali_asr")
 
@@ -204,26 +202,25 @@ def cmd_run(args: argparse.Namespace, config: LoaderConfig) -> int:
         total = len(loader) * args.epochs
         if args.max_batches is not None:
             total = min(total, args.max_batches)
-    stats = _RunStats(loader.task.use_fbank)
     dump = open(args.dump_batches, "w", encoding="utf-8") if args.dump_batches else None  # noqa: SIM115
-    start = time.perf_counter()
+    start, count = time.perf_counter(), 0
     try:
         with tqdm(total=total, unit="batch", file=sys.stderr, disable=None) as bar:
             for _ in range(args.epochs):
                 for batch in loader:
-                    if stats.batches == total:
-                        break
-                    stats.add(batch)
                     if dump is not None:
-                        dump.write(json.dumps(_dump_record(stats.batches - 1, batch)) + "\n")
+                        dump.write(json.dumps(_dump_record(count, batch)) + "\n")
+                    count += 1
                     bar.update(1)
-                if stats.batches == total:
+                    if count == total:
+                        break  # before the loader makes one more
+                if count == total:
                     break
     finally:
         loader.close()
         if dump is not None:
             dump.close()
-    stats.print(time.perf_counter() - start, sys.stdout, loader.telemetry.as_dict())
+    print_summary(time.perf_counter() - start, loader.telemetry.as_dict(), sys.stdout)
     print(loader.report.summary(), file=sys.stderr)
     return 0
 
@@ -268,47 +265,27 @@ def _dump_record(index: int, batch) -> dict:
     }
 
 
-class _RunStats:
-    """Totals for the summary printed by ``run`` and ``demo``."""
-
-    def __init__(self, fbank: bool) -> None:
-        self.fbank = fbank
-        self.batches = 0
-        self.examples = 0
-        self.real = 0
-        self.padded = 0
-        self.samples = 0
-        self.languages: Counter[str] = Counter()
-
-    def add(self, batch) -> None:
-        self.batches += 1
-        self.examples += batch.batch_size
-        self.real += batch.num_source_elements
-        self.padded += batch.batch_size * int(batch.source_seqs.shape[1])
-        # Audio seconds come from the planned audio_size, also on the fbank path (frames).
-        self.samples += sum(batch.audio_size)
-        self.languages.update(batch.language)
-
-    def print(self, seconds: float, out, telemetry: dict | None = None) -> None:
-        audio_s = self.samples / SAMPLE_RATE
-        lines = [
-            f"batches            {self.batches}",
-            f"examples           {self.examples}",
-            f"audio hours        {audio_s / 3600:.3f}",
-            f"padding efficiency {self.real / self.padded if self.padded else 1.0:.3f}",
-            f"audio s per s      {audio_s / seconds if seconds else 0.0:.0f}",
-            f"wall seconds       {seconds:.2f}",
-        ]
-        if telemetry:
-            # how long the loop waited for batches: the loader's share of the wall time
-            lines.append(
-                f"loader stalls      {telemetry['stall_s']:.2f} s "
-                f"(first batch {telemetry['first_wait_s']:.2f} s)"
-            )
-        lines.append("languages (share of examples):")
-        for lang, n in sorted(self.languages.items(), key=lambda kv: (-kv[1], kv[0])):
-            lines.append(f"  {lang:<10} {n / max(1, self.examples):.3f}")
-        print("\n".join(lines), file=out)
+def print_summary(seconds: float, telemetry: dict, out) -> None:
+    """The summary of ``run`` and ``demo``, from the loader's telemetry: what the training loop
+    received (audio seconds from the planned ``audio_size``, on the fbank path too)."""
+    audio_s = telemetry["audio_hours"] * 3600
+    lines = [
+        f"batches            {telemetry['batches']}",
+        f"examples           {telemetry['examples']}",
+        f"audio hours        {telemetry['audio_hours']:.3f}",
+        f"padding efficiency {telemetry['audio_padding_efficiency']:.3f}",
+        f"audio s per s      {audio_s / seconds if seconds else 0.0:.0f}",
+        f"wall seconds       {seconds:.2f}",
+        # how long the loop waited for batches: the loader's share of the wall time
+        f"loader stalls      {telemetry['stall_s']:.2f} s "
+        f"(first batch {telemetry['first_wait_s']:.2f} s)",
+        "languages (share of examples):",
+    ]
+    shares = telemetry["shares"]["language"]
+    seen = [(name, row["examples"]) for name, row in shares.items() if row["examples"] > 0]
+    for name, share in sorted(seen, key=lambda kv: (-kv[1], kv[0])):
+        lines.append(f"  {name:<10} {share:.3f}")
+    print("\n".join(lines), file=out)
 
 
 if __name__ == "__main__":
