@@ -1,45 +1,29 @@
-"""``AsrLoader``: the object a training loop iterates.
-
-Threads: a planning thread reads row groups, filters, tokenizes and batches (bounded queue);
-a feeding thread hands the planned batches to DALI, whose own threads decode ahead
-(``prefetch_queue_depth``), and collates DALI's outputs into ``Seq2SeqBatch`` objects
-(bounded queue of ``num_prefetch``). The training loop only takes finished batches.
-"""
+"""``AsrLoader``, the object a training loop iterates: it opens the dataset, plans each epoch
+(``planning/``), runs the epoch's threads (``pipeline/feeding.py``), and saves and restores its
+position (``resume/``). docs/ARCHITECTURE.md draws the whole flow."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
-import tempfile
 import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 import pyarrow.fs as pafs
-import torch
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.config import LoaderConfig, MixtureParquetStorageConfig, SyncMode, load_config
-from dali_asr.errors import ConfigError, DatasetError
+from dali_asr.config import LoaderConfig, load_config
+from dali_asr.errors import ConfigError
 from dali_asr.pipeline.augment import make_augmenter
 from dali_asr.pipeline.collate import BatchMaker
-from dali_asr.pipeline.cuda_env import device_index
-from dali_asr.pipeline.feeding import (
-    END,
-    Deal,
-    Failure,
-    Feeder,
-    PipelineSettings,
-    Resume,
-    decode_samples,
-    planned_batches,
-)
+from dali_asr.pipeline.cuda_env import device_index, resolve_device
+from dali_asr.pipeline.feeding import END, Failure, Feeder, PipelineSettings, decode_samples
 from dali_asr.pipeline.gpu_collate import hand_over
 from dali_asr.planning import sharding
+from dali_asr.planning.epoch_plan import Deal, Resume, planned_batches
 from dali_asr.planning.planners import (
     ChainedPlanner,
     Example,
@@ -47,42 +31,15 @@ from dali_asr.planning.planners import (
     TrainStreamPlanner,
     max_batch_size,
 )
+from dali_asr.planning.sharding import resolve_rank
 from dali_asr.report import SkipReport
 from dali_asr.resume.elastic import Target, own_state
 from dali_asr.resume.state import FORMAT_VERSION, check_compatible, dataset_fingerprint, plan_config
-from dali_asr.storage.discovery import discover_split, open_filesystem, resolve_dataset_root
-from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
-from dali_asr.storage.manifest import ManifestFiles, is_manifest_dir, list_manifest_splits
-from dali_asr.storage.row_groups import ParquetFiles
+from dali_asr.storage.opening import CacheFolder, open_dataset
 from dali_asr.telemetry import Telemetry
-from dali_asr.text import CharTokenizer, Tokenizer, load_tokenizer
+from dali_asr.text import Tokenizer
 
 log = logging.getLogger(__name__)
-
-
-def is_training_stream(split: str, sync_mode: SyncMode) -> bool:
-    """The reference's rule: an endless, shuffled mixture stream."""
-    return "train" in split and sync_mode is SyncMode.UNTIL_FIRST
-
-
-def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """Rank and world size: given values win, then torch.distributed when initialised."""
-    dist = torch.distributed
-    if rank is None and world_size is None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    rank = 0 if rank is None else rank
-    world_size = 1 if world_size is None else world_size
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ConfigError(f"rank {rank} and world size {world_size}: expected 0 <= rank < size")
-    return rank, world_size
-
-
-def resolve_device(setting: str) -> str:
-    if setting == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    if setting == "gpu" and not torch.cuda.is_available():
-        raise ConfigError("config key dali_asr.device: 'gpu' asked for, but CUDA is not available")
-    return setting
 
 
 class AsrLoader:
@@ -110,7 +67,7 @@ class AsrLoader:
         self.split = split
         self.splits = [s.strip() for s in split.split(",") if s.strip()]
         storage = self.config.mixture_parquet_storage_config
-        self.endless = is_training_stream(split, storage.sync_mode)
+        self.endless = storage.makes_training_stream(split)
         if self.endless and len(self.splits) > 1:
             raise ConfigError(
                 f"split {split!r}: several comma-separated splits make one pass each, but "
@@ -118,21 +75,20 @@ class AsrLoader:
                 "set sync_mode: UNTIL_LAST"
             )
         self.rank, self.world_size = resolve_rank(rank, world_size)
-        fs, local = open_filesystem(data, filesystem)
-        remote = filesystem is not None or not isinstance(fs, pafs.LocalFileSystem)
-        self.filesystem = fs if remote else None
-        if storage.pa_cpu_count > 0:
-            pa.set_cpu_count(storage.pa_cpu_count)
-            pa.set_io_thread_count(storage.pa_cpu_count)
-        if not remote and is_manifest_dir(Path(local)):
-            self._open_manifest(Path(local))
-        else:
-            self.root = resolve_dataset_root(data, self.filesystem)
-            files, self.segments = self._discover(storage)
-            use_threads = storage.fragment_loading.use_threads
-            self.files = ParquetFiles(files, self.filesystem, use_threads)
+        opened = open_dataset(
+            data,
+            self.splits,
+            partition_filters=storage.fragment_streaming.partition_filters,
+            use_threads=storage.fragment_loading.use_threads,
+            pa_cpu_count=storage.pa_cpu_count,
+            filesystem=filesystem,
+        )
+        self.root, self.files, self.segments = opened.root, opened.files, opened.segments
+        self.filesystem = opened.filesystem
+        if opened.is_manifest:
+            self.endless = False  # one pass, sharded by chunks of 100 lines across ranks
         self.files.check_all()
-        self.tokenizer = self._tokenizer(tokenizer)
+        self.tokenizer = opened.tokenizer(tokenizer)
         if self.task.example_shuffle_window == 0:
             log.warning(
                 "example_shuffle_window 0 shuffles %s at once: every example, with its encoded "
@@ -150,76 +106,8 @@ class AsrLoader:
         self._carry: dict | None = None
         self.epoch = 0
         """Epochs started (the current one's number, from 1)."""
-        self._temp_cache: weakref.finalize | None = None
-        self._temp_cache_path = ""
-
-    def _open_manifest(self, directory: Path) -> None:
-        """The reference's manifest storage (``<split>.tsv`` + ``<split>.wrd``): one pass,
-        sharded across ranks by chunks of 100 lines (the reference does not shard it)."""
-        if len(self.splits) != 1:
-            raise ConfigError(
-                f"split {self.split!r}: a manifest folder is read one split at a time"
-            )
-        if self.split not in list_manifest_splits(directory):
-            found = ", ".join(list_manifest_splits(directory))
-            raise DatasetError(
-                f"no {self.split}.tsv in manifest folder {directory} (splits found: {found})"
-            )
-        self.root = directory
-        self.endless = False
-        self.files = ManifestFiles(directory, self.split)
-        self.segments = [range(1)]
-
-    def _tokenizer(self, tokenizer: Tokenizer | str | Path | None) -> Tokenizer:
-        if isinstance(tokenizer, Tokenizer):
-            return tokenizer
-        if tokenizer is not None:
-            return load_tokenizer(Path(tokenizer), None)
-        if isinstance(self.files, ManifestFiles):
-            with open(self.files.wrd_path, encoding="utf-8") as lines:
-                return CharTokenizer.from_texts(line.rstrip("\n") for line in lines)
-        if self.filesystem is not None:
-            raise ConfigError(
-                "a dataset on a remote filesystem needs --tokenizer (the built-in character "
-                "vocabulary is built from local files)"
-            )
-        return load_tokenizer(None, Path(self.root))
-
-    def _discover(self, storage: MixtureParquetStorageConfig) -> tuple[list, list[range]]:
-        """The files of every asked split (each split a contiguous segment), filtered by
-        ``partition_filters`` (on every split, unlike the reference, which filters only
-        training streams)."""
-        expression = parse_partition_filter(storage.fragment_streaming.partition_filters)
-        files: list = []
-        segments = []
-        for name in self.splits:
-            found = discover_split(self.root, name, self.filesystem)
-            if expression is not None:
-                found = filter_files(found, expression)
-                if not found:
-                    raise DatasetError(
-                        f"partition_filters {describe(expression)} leave no files in split "
-                        f"{name!r} under {self.root}"
-                    )
-            segments.append(range(len(files), len(files) + len(found)))
-            files.extend(found)
-        return files, segments
-
-    def _cache_dir(self) -> str | None:
-        """The training stream's row-group cache (``fragment_loading.cache``): the configured
-        ``cache_dir``, or a temporary folder removed when the loader is closed (the reference
-        leaves its temporary folders behind)."""
-        loading = self.config.mixture_parquet_storage_config.fragment_loading
-        if not loading.cache:
-            return None
-        if loading.cache_dir is not None:
-            Path(loading.cache_dir).mkdir(parents=True, exist_ok=True)
-            return loading.cache_dir
-        if self._temp_cache is None or not self._temp_cache.alive:
-            path = tempfile.mkdtemp(prefix="dali-asr-cache-")
-            self._temp_cache = weakref.finalize(self, shutil.rmtree, path, ignore_errors=True)
-            self._temp_cache_path = path
-        return self._temp_cache_path
+        loading = storage.fragment_loading
+        self._cache = CacheFolder(loading.cache, loading.cache_dir)
 
     def planner(
         self, report: SkipReport | None = None, rank: int | None = None, world: int | None = None
@@ -236,7 +124,7 @@ class AsrLoader:
                 self.rank if rank is None else rank,
                 self.world_size if world is None else world,
                 self.config.dali_asr.reference_train_stream,
-                self._cache_dir(),
+                self._cache.path(),
             )
             planner.sort_window = self.config.dali_asr.sort_window
             return planner
@@ -430,8 +318,8 @@ class AsrLoader:
         if getattr(self, "_epoch", None) is not None:
             self._epoch.close()
             self._epoch = None
-        if getattr(self, "_temp_cache", None) is not None:
-            self._temp_cache()
+        if getattr(self, "_cache", None) is not None:
+            self._cache.remove()
 
     def __enter__(self) -> AsrLoader:
         return self

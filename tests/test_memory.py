@@ -16,7 +16,8 @@ import soundfile as sf
 
 from dali_asr.config import BatchingStrategy, config_from_dict
 from dali_asr.errors import ConfigError
-from dali_asr.pipeline.feeding import END, Feeder, Planned, decode_samples
+from dali_asr.pipeline.feeding import END, Feeder, decode_samples
+from dali_asr.planning.epoch_plan import Planned
 from dali_asr.report import SkipReport
 from dali_asr.storage.examples import Example
 

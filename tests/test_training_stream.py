@@ -230,7 +230,7 @@ def test_rank_and_world_size_come_from_torch_distributed(small_dataset: Path) ->
 
     import torch.distributed as dist
 
-    from dali_asr.loader import resolve_rank
+    from dali_asr.planning.sharding import resolve_rank
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -152,6 +152,11 @@ class MixtureParquetStorageConfig:
     parquet_path_name: str = "_parquet_path"
     sampling_seed: int = 261
 
+    def makes_training_stream(self, split: str) -> bool:
+        """The reference's rule: a split named like ``*train*`` with UNTIL_FIRST is an
+        endless, shuffled mixture stream; anything else is one pass."""
+        return "train" in split and self.sync_mode is SyncMode.UNTIL_FIRST
+
 
 @dataclass
 class SpecAugmentSettings:

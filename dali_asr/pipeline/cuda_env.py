@@ -44,6 +44,17 @@ def choose_device_index(
     return current if count else 0
 
 
+def resolve_device(setting: str) -> str:
+    """``dali_asr.device``: ``auto`` is the GPU when CUDA is available."""
+    import torch
+
+    if setting == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if setting == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("config key dali_asr.device: 'gpu' asked for, but CUDA is not available")
+    return setting
+
+
 def device_index(configured: int | None) -> int:
     """:func:`choose_device_index` for this process."""
     import torch

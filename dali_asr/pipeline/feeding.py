@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import logging
 import queue
 import threading
@@ -37,9 +36,9 @@ from dali_asr.errors import BadAudioError
 from dali_asr.pipeline.audio_check import check_decoded, describe_format, probe, sniff
 from dali_asr.pipeline.collate import BatchMaker
 from dali_asr.pipeline.graph import build_pipeline
-from dali_asr.planning import sharding
+from dali_asr.planning.epoch_plan import Planned
 from dali_asr.report import SkipReport
-from dali_asr.storage.examples import Example, fill_audio
+from dali_asr.storage.examples import Example
 
 log = logging.getLogger(__name__)
 
@@ -62,84 +61,6 @@ def _stop_at_exit() -> None:
 
         atexit.register(_stop_all)
         _AT_EXIT.append(True)
-
-
-@dataclass
-class Planned:
-    """One planned batch on its way: its global index in the epoch's plan, and the latest
-    saved plan state at or before it (``state_at`` batches into the plan)."""
-
-    index: int
-    examples: list[Example]
-    state_at: int = 0
-    state: dict | None = None
-    speed: np.ndarray | None = None
-    """Speed perturbation factors of the examples, when it is on."""
-
-
-@dataclass
-class Resume:
-    """Where a restored plan continues: a saved plan state (None = the epoch's start) taken
-    after ``at`` batches, then ``skip`` more batches replayed from metadata."""
-
-    at: int
-    state: dict | None
-    skip: int
-
-
-@dataclass
-class Deal:
-    """This rank's share of a single pass: global batches i ≡ rank (mod world_size) of a plan
-    of ``total`` batches, the last few split (see ``sharding``)."""
-
-    rank: int
-    world_size: int
-    total: int
-
-
-def planned_batches(
-    planner,
-    files,
-    resume: Resume | None,
-    every: int,
-    carry: dict | None,
-    final: list,
-    deal: Deal | None = None,
-) -> Iterator[Planned]:
-    """The planner's batches with their global indices and periodic states.
-
-    A resumed plan replays its last ``skip`` batches without reading audio. With ``deal``
-    every rank runs the whole plan from metadata and reads audio only for its own batches.
-    The audio of examples without any (restored, or planned from metadata) is read when
-    their batch comes. ``carry`` continues the RNGs of the previous epoch (as the reference's
-    reset keeps them); ``final`` receives this epoch's at its end."""
-    refs = {(r.file_index, r.row_group): r for r in files.row_groups()}
-    dealing = deal is not None and deal.world_size > 1
-    plan = planner.batches(
-        with_audio=not dealing, state=resume.state if resume else None, carry=carry
-    )
-    start = resume.at if resume else 0
-    latest: list = [start, resume.state if resume else None]
-
-    def indexed() -> Iterator[tuple[int, list[Example]]]:
-        index = start
-        if resume is not None and resume.skip:
-            planner.reader.audio_enabled = False
-            for _ in itertools.islice(plan, resume.skip):
-                index += 1
-            planner.reader.audio_enabled = True
-        for batch in plan:
-            if every and (index + 1) % every == 0:
-                latest[:] = [index + 1, planner.snapshot()]
-            yield index, batch
-            index += 1
-
-    with contextlib.closing(plan):
-        rank, world, total = (deal.rank, deal.world_size, deal.total) if dealing else (0, 1, 0)
-        for g, batch in sharding.own_batches(indexed(), rank, world, total):
-            fill_audio(batch, files, refs)
-            yield Planned(g, batch, latest[0], latest[1])
-        final.append(planner.carry())
 
 
 class Failure:

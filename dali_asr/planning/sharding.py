@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TypeVar
 
+import torch
+
 from dali_asr.errors import ConfigError
 
 T = TypeVar("T")
@@ -72,3 +74,15 @@ def own_batches(
             yield index, batch
     if tail:
         yield tail_from + rank, split_tail(tail, world_size)[rank]
+
+
+def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """Rank and world size: given values win, then torch.distributed when initialised."""
+    dist = torch.distributed
+    if rank is None and world_size is None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    rank = 0 if rank is None else rank
+    world_size = 1 if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank {rank} and world size {world_size}: expected 0 <= rank < size")
+    return rank, world_size

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow.fs as pafs
 
 from dali_asr.batching import effective_max_num_elements
-from dali_asr.config import AsrTaskConfig, LoaderConfig, SyncMode, load_config
+from dali_asr.config import AsrTaskConfig, LoaderConfig, load_config
 from dali_asr.errors import ConfigError
 from dali_asr.storage import SAMPLE_RATE
 from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
@@ -350,7 +350,7 @@ def render_projection(
             f"{_per_rank([p.num_batches for p in ranks])}; padding efficiency {merged:.3f}"
         )
     storage = config.mixture_parquet_storage_config
-    if "train" in data.name and storage.sync_mode is SyncMode.UNTIL_FIRST:
+    if storage.makes_training_stream(data.name):
         lines.append(
             f"  note: {data.name} is a training stream (sync_mode UNTIL_FIRST), an endless "
             "weighted mixture; this is one pass over its rows in path order"
