@@ -92,3 +92,14 @@ def test_every_benchmark_script_imports(script: str) -> None:
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-1500:]
+
+
+def test_modules_stay_short() -> None:
+    """Every module of the package under 400 lines, every benchmark script under 500."""
+    long = [
+        (p.relative_to(REPO).as_posix(), n)
+        for folder, limit in ((PACKAGE, 400), (REPO / "benchmarks", 500))
+        for p in folder.rglob("*.py")
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) >= limit
+    ]
+    assert not long, long

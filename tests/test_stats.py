@@ -20,19 +20,14 @@ from conftest import MILESTONE_TASK, write_parquet
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
 from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
+from dali_asr.storage import SAMPLE_RATE
 from dali_asr.storage.discovery import resolve_dataset_root
 from dali_asr.text import load_tokenizer
 from dali_asr.tools import cli
 from dali_asr.tools.commands import register
-from dali_asr.tools.stats import (
-    SAMPLE_RATE,
-    bucket_fill,
-    bucket_table,
-    length_histogram,
-    load_splits,
-    project,
-)
+from dali_asr.tools.stats import load_splits, project
 from dali_asr.tools.stats_plots import write_plots
+from dali_asr.tools.stats_tables import bucket_fill, bucket_table, length_histogram
 
 VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bucket-vectors.json"
 ONE_PASS = {"mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"}}

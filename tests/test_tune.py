@@ -11,8 +11,8 @@ import torch
 from dali_asr.batching import length_bucket_sizes
 from dali_asr.tools import tune
 from dali_asr.tools.cli import main
+from dali_asr.tools.standin_model import StandInEncoder
 from dali_asr.tools.tune import (
-    StandInEncoder,
     auto_max_num_elements,
     forward_backward,
     search_max_num_elements,
@@ -132,7 +132,7 @@ def test_trial_shapes_pick_longest_fullest_widest() -> None:
 
 
 def test_model_from_path() -> None:
-    model = tune.model_from_path("dali_asr.tools.tune:StandInEncoder")
+    model = tune.model_from_path("dali_asr.tools.standin_model:StandInEncoder")
     assert isinstance(model, StandInEncoder)
     with pytest.raises(ValueError, match="module:callable"):
         tune.model_from_path("dali_asr.tools.tune")
@@ -152,7 +152,8 @@ def test_cli_prints_the_yaml_line(tmp_path: Path, capsys: pytest.CaptureFixture[
         tmp_path,
         "asr_task_config: {max_audio_len: 480000, num_seqs_multiple_of: 8, use_fbank: true}\n",
     )
-    args = ["tune-batch", "--config", str(config), "--model", "dali_asr.tools.tune:StandInEncoder"]
+    model = "dali_asr.tools.standin_model:StandInEncoder"
+    args = ["tune-batch", "--config", str(config), "--model", model]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert out.rstrip().splitlines()[-1] == "max_num_elements: 2880000"

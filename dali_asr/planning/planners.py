@@ -1,11 +1,8 @@
-"""Batch plans: examples → length filter → example shuffle → text filters → STATIC or LENGTH
-batches → batch shuffle, in the reference's order.
-
-Two example sources feed the same stages: one pass over a split's files in path order, or the
-endless training stream (weighted partition mixture). Planning never decodes audio; the same
-code plans from metadata alone (``dali-asr plan``, ``len()``) and with the encoded audio
-attached (the loader), so both give the same batches.
-"""
+"""Batch plans: examples → length filter → example shuffle → text filters → batcher → batch
+shuffle, in the reference's order, from one pass over a split's files in path order or from
+the endless training stream (weighted partition mixture). Planning never decodes audio: from
+metadata alone (``dali-asr plan``, ``len()``) and with the encoded audio attached (the loader)
+the same code gives the same batches."""
 
 from __future__ import annotations
 

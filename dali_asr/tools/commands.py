@@ -1,8 +1,9 @@
-"""Operator commands of ``dali-asr``: ``stats`` and ``bucket-sizes``.
+"""Operator commands of ``dali-asr``: ``stats`` and ``bucket-sizes`` (and ``tune-batch``, from
+``tune_command.py``).
 
 ``register(subparsers, common)`` adds them to the ``dali-asr`` parser and returns their
-handlers; text goes to standard output, logs to standard error (``dali_asr.tools.cli`` sets logging
-up and maps ConfigError / DatasetError to exit code 2).
+handlers; text goes to standard output, logs to standard error (``dali_asr.tools.cli`` sets
+logging up and maps ConfigError / DatasetError to exit code 2).
 """
 
 from __future__ import annotations
@@ -23,20 +24,12 @@ from dali_asr.config import AsrTaskConfig, LoaderConfig, load_config
 from dali_asr.errors import ConfigError
 from dali_asr.storage import SAMPLE_RATE
 from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
-from dali_asr.tools.stats import (
-    Projection,
-    SplitData,
-    bucket_fill,
-    bucket_table,
-    length_histogram,
-    load_splits,
-    project,
-    project_ranks,
-)
+from dali_asr.tools.stats import Projection, SplitData, load_splits, project, project_ranks
+from dali_asr.tools.stats_tables import bucket_fill, bucket_table, length_histogram
+from dali_asr.tools.tune_command import Handler, register_tune_batch
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[argparse.Namespace], int]
 BUCKET_KEYS = (
     "min_audio_len",
     "max_audio_len",
@@ -83,7 +76,11 @@ def register(
     sizes.add_argument("--full", action="store_true", help="every bucket, not run-length form")
     sizes.add_argument("--json", action="store_true", help="one JSON object (machine output)")
     sizes.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return {"stats": cmd_stats, "bucket-sizes": cmd_bucket_sizes, **register_tune_batch(subparsers)}
+    return {
+        "stats": cmd_stats,
+        "bucket-sizes": cmd_bucket_sizes,
+        **register_tune_batch(subparsers),
+    }
 
 
 # --- bucket-sizes -----------------------------------------------------------------------------
@@ -368,73 +365,3 @@ def render_totals(datasets: list[SplitData]) -> str:
         f"{sum(d.num_rows for d in datasets):>9} {sum(d.hours for d in datasets):>9.3f}"
     )
     return "\n".join(lines)
-
-
-# --- tune-batch -------------------------------------------------------------------------------
-
-
-def register_tune_batch(subparsers: argparse._SubParsersAction) -> dict[str, Handler]:
-    """Add ``tune-batch`` to ``subparsers``; return {"tune-batch": handler}."""
-    tune = subparsers.add_parser(
-        "tune-batch",
-        help="measure the largest max_num_elements that fits the GPU (on the CPU: the auto rule)",
-    )
-    tune.add_argument(
-        "--config",
-        type=Path,
-        help="take max_audio_len, min_audio_len, num_seqs_multiple_of, max_bucket_size, "
-        "use_fbank and dtype from this config",
-    )
-    tune.add_argument(
-        "--model",
-        metavar="MODULE:CALLABLE",
-        help="zero-argument factory of an nn.Module called as model(source_seqs, "
-        "source_padding_mask) (default: a small built-in conformer-like stand-in)",
-    )
-    tune.add_argument(
-        "--margin", type=float, default=0.1, help="share of the largest fitting N left free"
-    )
-    tune.add_argument("--device", help="torch device (default: the config's, else cuda if any)")
-    tune.add_argument("--max-audio-len", type=int, help="override asr_task_config.max_audio_len")
-    tune.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return {"tune-batch": cmd_tune_batch}
-
-
-def cmd_tune_batch(args: argparse.Namespace) -> int:
-    """``dali-asr tune-batch``: the result table, then the YAML line to paste."""
-    import torch
-
-    from dali_asr.tools.tune import model_from_path, tune_max_num_elements
-
-    config = load_config(args.config)
-    task, settings = config.asr_task_config, config.dali_asr
-    if args.max_audio_len is not None:
-        task.max_audio_len = args.max_audio_len
-    if task.max_audio_len < 1:
-        raise ConfigError(f"max_audio_len must be >= 1, got {task.max_audio_len}")
-    if not 0 <= args.margin < 1:
-        raise ConfigError(f"--margin must be in [0, 1), got {args.margin}")
-    device = args.device
-    if device is None and settings.device == "cpu":
-        device = "cpu"
-    elif device is None and settings.device_id is not None:
-        device = f"cuda:{settings.device_id}"
-    try:
-        model = model_from_path(args.model) if args.model else None
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ConfigError(f"--model {args.model}: {e}") from e
-    result = tune_max_num_elements(
-        model,
-        max_audio_len=task.max_audio_len,
-        num_seqs_multiple_of=task.num_seqs_multiple_of,
-        device=device,
-        feature="fbank" if task.use_fbank else "waveform",
-        dtype=getattr(torch, config.output_dtype),
-        margin=args.margin,
-        min_audio_len=task.min_audio_len,
-        max_bucket_size=task.max_bucket_size,
-    )
-    print(result.render())
-    print()
-    print(result.yaml_line)
-    return 1 if result.measured and result.largest_fitting is None else 0

@@ -7,9 +7,8 @@
     DEMO_VERSION                                                       generator, version, seed
 
 with the dataprep's schema (`audio_bytes` is a whole FLAC or OGG-Vorbis file as `list<int8>`),
-row groups of 100 and snappy compression. The audio is speech-like rather than speech (voiced
-syllables with formants and a moving f0, noise consonants, pauses, a -65 dBFS noise floor), so
-decoders and features get realistic work without shipping recordings.
+row groups of 100 and snappy compression. The audio is speech-like rather than speech
+(``demo_speech.py``), so decoders and features get realistic work without shipping recordings.
 """
 
 from __future__ import annotations
@@ -38,6 +37,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from dali_asr.storage import SAMPLE_RATE
+from dali_asr.tools.demo_speech import Speaker, synthesize
 
 __all__ = ["FORMAT_VERSION", "PARTITIONS", "make_demo_dataset"]
 
@@ -75,34 +75,7 @@ WORDS: dict[str, str] = {
     "一起 走 晚饭 以后 音乐 窗户 孩子 安静 今天 天气",
 }
 
-FRAME, HOP = 512, 256  # 32 ms frames, 50 % overlap: periodic Hann windows then sum to one
-_WINDOW = np.hanning(FRAME + 1)[:-1]
-_FREQS = np.fft.rfftfreq(FRAME, 1 / SAMPLE_RATE)
-# F1..F3 (Hz) of i e a o u schwa for an adult male vocal tract; speakers scale them.
-_VOWELS = np.array(
-    [
-        [280, 2250, 2900],
-        [400, 2000, 2600],
-        [730, 1100, 2450],
-        [450, 800, 2400],
-        [310, 870, 2250],
-        [500, 1500, 2500],
-    ],
-    dtype=float,
-)
-_FORMANT_BW = np.array([90.0, 120.0, 180.0])
-_FORMANT_GAIN = np.array([1.0, 0.5, 0.25])
-_TILT = 1 / (1 + (_FREQS / 3000) ** 2)  # voiced energy falls off above ~3 kHz
-_NOISE_FLOOR = 10 ** (-65 / 20)
 _CORPUS_RATE = {"demo_read": (3.5, 4.5), "demo_conv": (4.0, 5.5)}  # syllables per second
-
-
-@dataclass(frozen=True)
-class _Speaker:
-    f0: float  # base pitch (Hz)
-    vtl: float  # formant scale: shorter vocal tracts have higher formants
-    rate: float  # syllables per second
-    pause_p: float  # chance of a pause after a syllable
 
 
 @dataclass(frozen=True)
@@ -114,7 +87,7 @@ class _Row:
     text: str
     n_samples: int
     codec: str  # "flac" or "ogg"
-    speaker: _Speaker
+    speaker: Speaker
 
     @property
     def folder(self) -> str:
@@ -214,11 +187,11 @@ def _plan_rows(seed: int, scale: float) -> list[_Row]:
     return _add_bad_texts(rng, rows)
 
 
-def _draw_speaker(rng: np.random.Generator, corpus: str) -> _Speaker:
+def _draw_speaker(rng: np.random.Generator, corpus: str) -> Speaker:
     f0 = float(rng.uniform(95, 210))
     # Higher voices tend to come with shorter vocal tracts.
     vtl = float(np.clip(0.85 + (f0 - 95) / 115 * 0.25 + rng.normal(0, 0.04), 0.82, 1.2))
-    return _Speaker(
+    return Speaker(
         f0=f0,
         vtl=vtl,
         rate=float(rng.uniform(*_CORPUS_RATE[corpus])),
@@ -267,103 +240,12 @@ def _add_bad_texts(rng: np.random.Generator, rows: list[_Row]) -> list[_Row]:
 def _render(row: _Row, seed: int) -> tuple[bytes, int]:
     """Encoded audio of one row and its decoded length in samples."""
     rng = np.random.default_rng([seed, 1, row.idx])
-    wave = _synthesize(rng, row.n_samples, row.speaker)
+    wave = synthesize(rng, row.n_samples, row.speaker)
     data = _encode(wave, row.codec, serial=(seed * 1_000_003 + row.idx) & 0x7FFFFFFF)
     decoded, rate = sf.read(io.BytesIO(data), dtype="int16")
     if rate != SAMPLE_RATE or decoded.ndim != 1:
         raise RuntimeError(f"row {row.idx}: decoded {decoded.shape} at {rate} Hz")
     return data, int(decoded.shape[0])
-
-
-def _synthesize(rng: np.random.Generator, n: int, spk: _Speaker) -> np.ndarray:
-    """Source-filter synthesis frame by frame (STFT overlap-add), vectorised over frames."""
-    syl = _syllables(rng, n, spk)
-    n_frames = n // HOP + 2
-    k, g_voiced, g_noise = _frame_gains(syl, np.arange(n_frames) * HOP)
-    vowels, bands = _spectral_shapes(syl, spk)
-    source = _glottal_source(rng, n_frames, spk)
-    frames = np.lib.stride_tricks.sliding_window_view(source, FRAME)[::HOP] * _WINDOW
-    spec = np.fft.rfft(frames, axis=-1) * (vowels[k] * g_voiced[:, None])
-    noisy = np.flatnonzero(g_noise)  # noise is drawn in the frequency domain, only where needed
-    white = rng.standard_normal((noisy.size, _FREQS.size, 2)) @ np.array([1.0, 1j])
-    gain = g_noise[noisy] * syl["noise_level"][k[noisy]] * 9.8  # ~unit-power windowed noise
-    spec[noisy] += white * bands[k[noisy]] * gain[:, None]
-    return _finish(rng, _overlap_add(np.fft.irfft(spec, n=FRAME, axis=-1), n))
-
-
-def _frame_gains(syl: dict[str, np.ndarray], centers: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per frame: its syllable, the vowel's gain (a smooth hump) and the consonant's gain."""
-    k = np.clip(np.searchsorted(syl["onset"], centers, side="right") - 1, 0, None)
-    rel = (centers - syl["onset"][k]) / syl["dur"][k]
-    inside, cf, amp = (rel >= 0) & (rel < 1), syl["cfrac"][k], syl["amp"][k]
-    vowel_pos = np.clip((rel - cf) / (1 - cf), 0, 1)
-    g_voiced = np.where(inside & (rel >= cf), amp * np.sin(np.pi * vowel_pos) ** 0.6, 0.0)
-    cons_pos = np.clip(rel / np.maximum(cf, 1e-9), 0, 1)
-    g_noise = np.where(inside & (rel < cf), amp * np.sin(np.pi * cons_pos), 0.0)
-    return k, g_voiced, g_noise
-
-
-def _syllables(rng: np.random.Generator, n: int, spk: _Speaker) -> dict[str, np.ndarray]:
-    """Syllable onsets and durations (samples) with pauses, plus per-syllable sound choices."""
-    edge = rng.uniform(0.03, 0.25, 2) * min(1.0, n / (3 * SAMPLE_RATE)) * SAMPLE_RATE
-    count = int(n / SAMPLE_RATE * spk.rate * 1.5) + 2
-    dur = rng.uniform(0.6, 1.4, count) / spk.rate * SAMPLE_RATE
-    gap = np.where(rng.random(count) < spk.pause_p, rng.uniform(0.12, 0.45, count), 0.0)
-    onset = edge[0] + np.concatenate(([0.0], np.cumsum(dur + gap * SAMPLE_RATE)[:-1]))
-    keep = onset + dur <= n - edge[1]
-    keep[0] = True
-    dur[0] = min(dur[0], max(n - edge.sum(), 2 * HOP))
-    has_consonant = rng.random(count) < 0.75
-    return {
-        "onset": onset[keep],
-        "dur": dur[keep],
-        "cfrac": np.where(has_consonant, rng.uniform(0.15, 0.35, count), 0.0)[keep],
-        "amp": rng.uniform(0.4, 1.0, count)[keep],
-        "vowel": rng.integers(len(_VOWELS), size=count)[keep],
-        "noise_center": rng.uniform(2500, 6500, count)[keep],
-        "noise_width": rng.uniform(800, 2500, count)[keep],
-        "noise_level": rng.uniform(0.05, 0.3, count)[keep],
-    }
-
-
-def _glottal_source(rng: np.random.Generator, n_frames: int, spk: _Speaker) -> np.ndarray:
-    """A sawtooth (harmonics falling 6 dB/octave, like voice after lip radiation) following a
-    slowly varying f0 contour, padded by half a frame on both sides for framing."""
-    t = np.arange(n_frames) * HOP / SAMPLE_RATE
-    rates, phases = rng.uniform(0.2, 1.2, 2), rng.uniform(0, 2 * np.pi, 2)
-    wobble = 0.12 * np.sin(2 * np.pi * rates[0] * t + phases[0]) + 0.05 * np.sin(
-        2 * np.pi * rates[1] * t + phases[1]
-    )
-    declination = 1 - 0.12 * t / max(t[-1], 1e-9)
-    f0_frames = np.clip(spk.f0 * (1 + wobble) * declination, 90, 250)
-    total = (n_frames - 1) * HOP + FRAME
-    f0 = np.interp(np.arange(total) - FRAME // 2, np.arange(n_frames) * HOP, f0_frames)
-    phase = np.cumsum(f0 / SAMPLE_RATE) + rng.random()
-    return 1 - 2 * (phase % 1.0)
-
-
-def _spectral_shapes(syl: dict[str, np.ndarray], spk: _Speaker) -> tuple[np.ndarray, ...]:
-    """Per syllable: the vowel's formant envelope and the consonant's noise band."""
-    offset = (_FREQS[None, :, None] - _VOWELS[syl["vowel"]][:, None, :] * spk.vtl) / _FORMANT_BW
-    vowels = ((_FORMANT_GAIN / (1 + offset**2)).sum(axis=-1) + 0.02) * _TILT
-    offset = (_FREQS[None, :] - syl["noise_center"][:, None]) / syl["noise_width"][:, None]
-    return vowels, np.exp(-0.5 * offset**2)
-
-
-def _overlap_add(frames: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros((frames.shape[0] + 1, HOP))
-    out[:-1] += frames[:, :HOP]
-    out[1:] += frames[:, HOP:]
-    return out.reshape(-1)[FRAME // 2 : FRAME // 2 + n]
-
-
-def _finish(rng: np.random.Generator, wave: np.ndarray) -> np.ndarray:
-    """Random peak level (-12..-1 dBFS) plus a noise floor, so nothing is digitally silent."""
-    peak = float(np.max(np.abs(wave)))
-    if peak > 0:
-        wave = wave * (10 ** (rng.uniform(-12, -1) / 20) / peak)
-    wave = wave + rng.normal(0, _NOISE_FLOOR, wave.shape)
-    return np.clip(wave, -0.99, 0.99).astype(np.float32)
 
 
 def _encode(wave: np.ndarray, codec: str, serial: int) -> bytes:

@@ -12,11 +12,10 @@ import numpy as np
 from dali_asr.config import AsrTaskConfig, LoaderConfig
 from dali_asr.errors import ConfigError
 from dali_asr.storage import SAMPLE_RATE
-from dali_asr.tools.stats import (
+from dali_asr.tools.stats import Projection, SplitData
+from dali_asr.tools.stats_tables import (
     BucketFill,
     BucketGroup,
-    Projection,
-    SplitData,
     bucket_fill,
     bucket_table,
     length_histogram,
