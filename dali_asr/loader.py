@@ -27,6 +27,7 @@ from dali_asr.planning.epoch_plan import Deal, Resume, planned_batches
 from dali_asr.planning.planners import (
     ChainedPlanner,
     Example,
+    PlanInputs,
     SinglePassPlanner,
     TrainStreamPlanner,
     max_batch_size,
@@ -114,33 +115,23 @@ class AsrLoader:
     ) -> SinglePassPlanner | TrainStreamPlanner:
         """A planner over this split; ``batches()`` gives the plan without decoding audio.
         ``rank``/``world`` plan another rank's training stream (an elastic resume's replay)."""
+        inputs = PlanInputs(
+            self.files,
+            self.task,
+            self.tokenizer,
+            self.config.mixture_parquet_storage_config,
+            report if report is not None else SkipReport(),
+            self.config.dali_asr.sort_window,
+        )
         if self.endless:
-            planner = TrainStreamPlanner(
-                self.files,
-                self.task,
-                self.tokenizer,
-                self.config.mixture_parquet_storage_config,
-                report,
+            return TrainStreamPlanner(
+                inputs,
                 self.rank if rank is None else rank,
                 self.world_size if world is None else world,
                 self.config.dali_asr.reference_train_stream,
                 self._cache.path(),
             )
-            planner.sort_window = self.config.dali_asr.sort_window
-            return planner
-        planners = [
-            SinglePassPlanner(
-                self.files,
-                self.task,
-                self.tokenizer,
-                report,
-                self.config.mixture_parquet_storage_config,
-                file_indices=segment,
-            )
-            for segment in self.segments
-        ]
-        for p in planners:
-            p.sort_window = self.config.dali_asr.sort_window
+        planners = [SinglePassPlanner(inputs, file_indices=s) for s in self.segments]
         return planners[0] if len(planners) == 1 else ChainedPlanner(planners)
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ import pytest
 
 from dali_asr.config import AsrTaskConfig
 from dali_asr.errors import DatasetError
-from dali_asr.planning.planners import SinglePassPlanner
+from dali_asr.planning.planners import PlanInputs, SinglePassPlanner
 from dali_asr.report import SkipReport
 from dali_asr.storage.manifest import (
     ManifestFiles,
@@ -234,7 +234,9 @@ def test_single_pass_plan_end_to_end(
         batch_shuffle_window=1,
     )
     report = SkipReport()
-    planner = SinglePassPlanner(files, task, SentencePieceTokenizer(espeak_tokenizer), report)
+    planner = SinglePassPlanner(
+        PlanInputs(files, task, SentencePieceTokenizer(espeak_tokenizer), report=report)
+    )
     seen: Counter[int] = Counter()
     for batch in planner.batches(with_audio=True):
         for ex in batch:

@@ -11,6 +11,7 @@ import logging
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 from dali_asr.batching import LengthBucketer, StaticBatcher
@@ -72,32 +73,35 @@ def max_batch_size(task: AsrTaskConfig) -> int:
     return make_batcher(task).largest_batch(task.min_audio_len)
 
 
+@dataclass
+class PlanInputs:
+    """What every planner plans from, in one object: the split's files, the task's and the
+    storage's settings, the tokenizer, where skipped examples are reported, and the
+    LENGTH_SORTED window."""
+
+    files: ParquetFiles
+    task: AsrTaskConfig
+    tokenizer: Tokenizer
+    storage: MixtureParquetStorageConfig = field(default_factory=MixtureParquetStorageConfig)
+    report: SkipReport = field(default_factory=SkipReport)
+    sort_window: int = 1000
+
+
 class _Planner:
     """The stages after the example source; subclasses provide ``examples()``."""
 
     finite = True
 
-    def __init__(
-        self,
-        files: ParquetFiles,
-        task: AsrTaskConfig,
-        tokenizer: Tokenizer,
-        report: SkipReport | None = None,
-        storage: MixtureParquetStorageConfig | None = None,
-        sort_window: int = 1000,
-    ) -> None:
-        self.files = files
-        self.task = task
-        self.tokenizer = tokenizer
-        self.report = report if report is not None else SkipReport()
-        self.storage = storage if storage is not None else MixtureParquetStorageConfig()
-        self.sort_window = sort_window
+    def __init__(self, inputs: PlanInputs, cache_dir: str | None = None) -> None:
+        self.files, self.task, self.tokenizer = inputs.files, inputs.task, inputs.tokenizer
+        self.report, self.storage = inputs.report, inputs.storage
+        self.sort_window = inputs.sort_window
         self.pool: ThreadPoolExecutor | None = None
         text_filter = TextFilter(
-            task.min_samples_per_char, task.filter_long_text_threshold, tokenizer
+            self.task.min_samples_per_char, self.task.filter_long_text_threshold, self.tokenizer
         )
-        self.reader = ExampleReader(files, text_filter)
-        self.row_groups = files.row_groups()
+        self.reader = ExampleReader(self.files, text_filter, cache_dir)
+        self.row_groups = self.files.row_groups()
         self._refs = {(r.file_index, r.row_group): r for r in self.row_groups}
         self._lookup_cache: dict[tuple[int, int], list[Example]] = {}
         self.stages: Stages | None = None
@@ -220,16 +224,8 @@ class SinglePassPlanner(_Planner):
     take their share of its batches (``sharding``), unlike the reference, which deals row groups
     to ranks and so gives them different batch counts."""
 
-    def __init__(
-        self,
-        files: ParquetFiles,
-        task: AsrTaskConfig,
-        tokenizer: Tokenizer,
-        report: SkipReport | None = None,
-        storage: MixtureParquetStorageConfig | None = None,
-        file_indices: range | None = None,
-    ) -> None:
-        super().__init__(files, task, tokenizer, report, storage)
+    def __init__(self, inputs: PlanInputs, file_indices: range | None = None) -> None:
+        super().__init__(inputs)
         if file_indices is not None:
             self.row_groups = [r for r in self.row_groups if r.file_index in file_indices]
         self._position = (0, 0)
@@ -297,20 +293,16 @@ class TrainStreamPlanner(_Planner):
 
     def __init__(
         self,
-        files: ParquetFiles,
-        task: AsrTaskConfig,
-        tokenizer: Tokenizer,
-        storage: MixtureParquetStorageConfig,
-        report: SkipReport | None = None,
+        inputs: PlanInputs,
         rank: int = 0,
         world_size: int = 1,
         reference_quirks: bool = False,
         cache_dir: str | None = None,
     ) -> None:
-        super().__init__(files, task, tokenizer, report, storage)
+        super().__init__(inputs, cache_dir)
+        storage, files = inputs.storage, inputs.files
         self.reference_quirks = reference_quirks
         self._restored: dict[str, Any] | None = None
-        self.reader.cache_dir = cache_dir
         self.rank = rank
         self.world_size = world_size
         partitions = group_partitions(files.files, self.row_groups)
