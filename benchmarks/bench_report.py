@@ -10,8 +10,10 @@ counted from the loader's construction, and the child's peak RSS.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
+import shlex
 import statistics
 import threading
 import time
@@ -354,3 +356,26 @@ def add_entry(path: Path, block: str) -> None:
     else:
         text = text[: at + 1] + block.rstrip("\n") + "\n\n" + text[at + 1 :]
     path.write_text(text)
+
+
+def publish(
+    script: str,
+    argv: list[str],
+    info: dict[str, Any],
+    rows: list[Row],
+    raw: list[dict[str, Any]],
+    body: str,
+    *,
+    json_path: Path | None,
+    markdown_path: Path | None,
+    title: str,
+) -> None:
+    """Print the table, then write the run's JSON and its RESULTS.md entry where asked; both
+    carry the command that reproduces the run."""
+    print(body)
+    command = f"python benchmarks/{script} " + " ".join(map(shlex.quote, argv))
+    if json_path:
+        doc = {**info, "command": command, "summary": [r.as_dict() for r in rows], "runs": raw}
+        json_path.write_text(json.dumps(doc, indent=1))
+    if markdown_path:
+        add_entry(markdown_path, entry(title, command, info, body))

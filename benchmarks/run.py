@@ -20,7 +20,6 @@ import fnmatch
 import hashlib
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
@@ -362,15 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     goals = bench_report.targets(rows, max(args.threads))
     if goals.count("\n") > 1:
         body += f"\n\nIssue 5's targets (dali-asr at {max(args.threads)} threads):\n\n{goals}"
-    print(body)
-    command = "python benchmarks/run.py " + " ".join(map(shlex.quote, argv))
-    if args.json:
-        doc = {**info, "command": command, "summary": [r.as_dict() for r in rows], "runs": raw}
-        args.json.write_text(json.dumps(doc, indent=1))
-    if args.markdown_out:
-        bench_report.add_entry(
-            args.markdown_out, bench_report.entry(args.title, command, info, body)
-        )
+    bench_report.publish(
+        "run.py", argv, info, rows, raw, body,
+        json_path=args.json, markdown_path=args.markdown_out, title=args.title,
+    )  # fmt: skip
     failed = [r for r in rows if not r.passes]
     return 1 if failed else 0
 

@@ -14,8 +14,6 @@ targets are benchmarks/run.py's.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -119,14 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         + "\n\nThroughput against DALI threads (medians):\n\n"
         + thread_table(rows)
     )
-    print(body)
-    command = "python benchmarks/scaling.py " + " ".join(map(shlex.quote, argv))
-    if args.json:
-        doc = {**info, "command": command, "summary": [r.as_dict() for r in rows], "runs": raw}
-        args.json.write_text(json.dumps(doc, indent=1))
-    if args.markdown_out:
-        title = f"scaling: {args.hours:g} h of 1-60 s utterances, DALI threads"
-        bench_report.add_entry(args.markdown_out, bench_report.entry(title, command, info, body))
+    title = f"scaling: {args.hours:g} h of 1-60 s utterances, DALI threads"
+    bench_report.publish(
+        "scaling.py", argv, info, rows, raw, body,
+        json_path=args.json, markdown_path=args.markdown_out, title=title,
+    )  # fmt: skip
     return 0 if all(r.passes for r in rows) else 1
 
 

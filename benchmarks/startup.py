@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from bench_common import LENGTH_SETTINGS, SINGLE_SHUFFLE
 
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
@@ -46,13 +47,7 @@ def make_dataset(root: Path, partitions: int) -> Path:
 def measure(data: Path, tsv: Path) -> dict[str, float]:
     config = config_from_dict(
         {
-            "asr_task_config": {
-                "min_audio_len": 16_000,
-                "max_audio_len": 480_000,
-                "max_num_elements": 960_000,
-                "example_shuffle_window": 1,
-                "batch_shuffle_window": 1,
-            },
+            "asr_task_config": {**LENGTH_SETTINGS, **SINGLE_SHUFFLE},
             "mixture_parquet_storage_config": {
                 "dataset_summary_path": str(tsv),
                 "beta_corpus": 0.5,

@@ -252,17 +252,22 @@ def test_usage_error_exits_2() -> None:
     assert info.value.code == 2
 
 
-def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("asr_task_config: {max_audio_lenn: 480_000}\n", encoding="utf-8")
-    data = espeak_args[:2]
-    failed = subprocess.run(
-        [sys.executable, "-m", "dali_asr.tools.cli", "plan", *data, "--config", str(bad)],
+def _run_cli(args: list[str]) -> subprocess.CompletedProcess:
+    """``python -m dali_asr.tools.cli ARGS`` in a fresh process, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "dali_asr.tools.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=REPO,
     )
+
+
+def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("asr_task_config: {max_audio_lenn: 480_000}\n", encoding="utf-8")
+    data = espeak_args[:2]
+    failed = _run_cli(["plan", *data, "--config", str(bad)])
     assert failed.returncode == 2
     assert failed.stdout == ""
     assert len(failed.stderr.splitlines()) == 1
@@ -283,22 +288,7 @@ def test_subprocess_exit_codes(espeak_args: list[str], tmp_path: Path) -> None:
 
 def test_subprocess_dataset_error_is_one_line(tmp_path: Path, config: Path) -> None:
     # AsrLoader.__init__ raises here: its __del__ must not add "Exception ignored in" lines
-    failed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dali_asr.tools.cli",
-            "plan",
-            "--data",
-            str(tmp_path / "nowhere"),
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
+    failed = _run_cli(["plan", "--data", str(tmp_path / "nowhere"), "--config", str(config)])
     assert failed.returncode == 2
     assert failed.stdout == ""
     assert len(failed.stderr.splitlines()) == 1, failed.stderr

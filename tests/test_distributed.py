@@ -21,19 +21,21 @@ TASK = {"min_audio_len": 16_000, "max_audio_len": 480_000, "max_num_elements": 9
 
 
 def config(shuffle: bool = False, strategy: str = "LENGTH"):
-    return config_from_dict(
-        {
-            "asr_task_config": {
-                **TASK,
-                "batching_strategy": strategy,
-                "batch_size": 8,
-                "example_shuffle_window": 40 if shuffle else 1,
-                "batch_shuffle_window": 3 if shuffle else 1,
-            },
-            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
-            "dali_asr": {"state_every": 3},
-        }
-    )
+    return config_from_dict(config_doc(shuffle, strategy))
+
+
+def config_doc(shuffle: bool = False, strategy: str = "LENGTH") -> dict:
+    return {
+        "asr_task_config": {
+            **TASK,
+            "batching_strategy": strategy,
+            "batch_size": 8,
+            "example_shuffle_window": 40 if shuffle else 1,
+            "batch_shuffle_window": 3 if shuffle else 1,
+        },
+        "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        "dali_asr": {"state_every": 3},
+    }
 
 
 def _free_port() -> int:
@@ -57,6 +59,7 @@ def test_torchrun_two_processes(small_dataset: Path, espeak_tokenizer: Path, tmp
         str(small_dataset),
         str(espeak_tokenizer),
         str(tmp_path),
+        json.dumps(config_doc()),
     ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import MILESTONE_TASK
 
 from dali_asr.config import AsrTaskConfig
 from dali_asr.errors import DatasetError
@@ -280,17 +281,7 @@ def test_loader_reads_a_manifest_folder_sharded_by_rank(
     from dali_asr.loader import AsrLoader
 
     directory, _ = manifest
-    cfg = config_from_dict(
-        {
-            "asr_task_config": {
-                "min_audio_len": 16_000,
-                "max_audio_len": 480_000,
-                "max_num_elements": 960_000,
-                "example_shuffle_window": 1,
-                "batch_shuffle_window": 1,
-            }
-        }
-    )
+    cfg = config_from_dict({"asr_task_config": MILESTONE_TASK})
     whole = AsrLoader(directory, "train", cfg, espeak_tokenizer)
     whole.files.chunk_rows = 7
     assert not whole.endless  # a manifest is one pass, as in the reference

@@ -1,4 +1,5 @@
-"""One rank of the 2-process torchrun test: iterate the loader, write the keys it got."""
+"""One rank of the 2-process torchrun test: iterate the loader (the config comes as JSON from
+the test), write the keys it got."""
 
 from __future__ import annotations
 
@@ -12,20 +13,9 @@ from dali_asr.loader import AsrLoader
 
 
 def main() -> None:
-    data, tokenizer, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    data, tokenizer, out, doc = sys.argv[1:5]
     dist.init_process_group("gloo")
-    config = config_from_dict(
-        {
-            "asr_task_config": {
-                "min_audio_len": 16_000,
-                "max_audio_len": 480_000,
-                "max_num_elements": 960_000,
-                "example_shuffle_window": 1,
-                "batch_shuffle_window": 1,
-            },
-            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
-        }
-    )
+    config = config_from_dict(json.loads(doc))
     loader = AsrLoader(data, "train", config, tokenizer)  # rank, world from torch.distributed
     keys = [[str(k) for k in batch.keys] for batch in loader]
     result = {
