@@ -19,7 +19,7 @@ from dali_asr.config import LoaderConfig, load_config
 from dali_asr.errors import ConfigError
 from dali_asr.pipeline.augment import make_augmenter
 from dali_asr.pipeline.collate import BatchMaker
-from dali_asr.pipeline.cuda_env import device_index, resolve_device
+from dali_asr.pipeline.cuda_env import device_index, resolve_auto_budget, resolve_device
 from dali_asr.pipeline.feeding import END, Failure, Feeder, PipelineSettings, decode_samples
 from dali_asr.pipeline.gpu_collate import hand_over
 from dali_asr.planning import sharding
@@ -98,6 +98,8 @@ class AsrLoader:
             )
         self.device = resolve_device(self.config.dali_asr.device)
         self.device_id = device_index(self.config.dali_asr.device_id)
+        resolve_auto_budget(self.task, self.device, self.config.dali_asr.device_id)
+        self.config.validate()
         self.report = SkipReport()
         self.telemetry = Telemetry(log_every=self.config.dali_asr.telemetry_log_every)
         """Padding, batch sizes, loader stalls and language shares; ``telemetry.as_dict()``."""

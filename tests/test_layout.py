@@ -103,3 +103,33 @@ def test_modules_stay_short() -> None:
         if (n := len(p.read_text(encoding="utf-8").splitlines())) >= limit
     ]
     assert not long, long
+
+
+# Lower layers know nothing of higher ones (the README's "Layout"): a module may import its own
+# layer and those listed before it.
+LAYERS = [
+    {"dali_asr.errors", "dali_asr.keys", "dali_asr.report"},
+    {"dali_asr.config", "dali_asr.storage", "dali_asr.text", "dali_asr.batching"},
+    {"dali_asr.planning", "dali_asr.batch"},
+    {"dali_asr.pipeline", "dali_asr.resume", "dali_asr.telemetry", "dali_asr.checkpoint"},
+    {"dali_asr.loader"},
+    {"dali_asr.tools"},
+]
+
+
+def _layer(module: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if any(module == top or module.startswith(top + ".") for top in layer):
+            return i
+    raise AssertionError(f"{module} is in no layer")
+
+
+def test_imports_go_down_the_layers() -> None:
+    upward = [
+        (m, d)
+        for m, deps in _graph().items()
+        if m != "dali_asr"
+        for d in deps
+        if d != "dali_asr" and _layer(d) > _layer(m)
+    ]
+    assert not upward, upward

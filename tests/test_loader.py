@@ -213,8 +213,9 @@ def test_telemetry_and_auto_max_num_elements(espeak_root: Path, espeak_tokenizer
             "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
         }
     )
-    assert cfg.asr_task_config.max_num_elements == 2_880_000  # no CUDA: the default, rounded
+    assert cfg.asr_task_config.max_num_elements == "auto"  # parsing knows no device
     loader = AsrLoader(espeak_root, "dev", cfg, espeak_tokenizer)
+    assert loader.task.max_num_elements == 2_880_000  # no CUDA: the default, rounded
     batches = list(loader)
     t = loader.telemetry.as_dict()
     assert t["batches"] == len(batches)

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from dali_asr.batching import length_bucket_sizes
+from dali_asr.pipeline.cuda_env import auto_max_num_elements
 from dali_asr.tools import tune
 from dali_asr.tools.cli import main
 from dali_asr.tools.standin_model import StandInEncoder
 from dali_asr.tools.tune import (
-    auto_max_num_elements,
     forward_backward,
     search_max_num_elements,
     trial_input,
@@ -208,7 +208,7 @@ class _Budget(torch.nn.Module):
 
 def _cuda_on_the_cpu(monkeypatch: pytest.MonkeyPatch, peaks: list[int]) -> None:
     """Run the measured path on the CPU: 'the CUDA device' is the CPU, memory stats are fake."""
-    monkeypatch.setattr(tune, "_cuda_device", lambda device: torch.device("cpu"))
+    monkeypatch.setattr(tune, "cuda_device", lambda device: torch.device("cpu"))
     props = SimpleNamespace(total_memory=80 * 10**9, name="Fake")
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: props)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "Fake")

@@ -25,23 +25,6 @@ from dali_asr.errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def _resolve_auto_max_num_elements(cfg: LoaderConfig) -> None:
-    """``max_num_elements: auto``: about 40,000 samples per GB of the GPU's memory (the CPU
-    gets the reference's default). Each rank resolves it on its own GPU: use one GPU type."""
-    import torch
-
-    from dali_asr.pipeline.cuda_env import device_index
-    from dali_asr.tools.tune import auto_max_num_elements
-
-    d = cfg.dali_asr
-    device = None
-    if d.device != "cpu" and torch.cuda.is_available():
-        device = torch.device("cuda", device_index(d.device_id))
-    value, why = auto_max_num_elements(cfg.asr_task_config.max_audio_len, device)
-    cfg.asr_task_config.max_num_elements = value
-    log.info("max_num_elements: auto -> %d (%s)", value, why)
-
-
 _DATASET_KEYS = {
     "name",
     "family",
@@ -115,7 +98,7 @@ def config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> LoaderConfi
         if key in sections:
             setattr(cfg, key, sections[key])
     if auto:
-        _resolve_auto_max_num_elements(cfg)
+        cfg.asr_task_config.max_num_elements = "auto"  # the loader resolves it on its device
     cfg.validate()
     return cfg
 

@@ -40,7 +40,9 @@ class AsrTaskConfig:
     """STATIC only: examples per batch."""
     num_seqs_multiple_of: int = 8
     """LENGTH only: bucket sizes above this are rounded down to a multiple of it."""
-    max_num_elements: int = 3_200_000
+    max_num_elements: int | str = 3_200_000
+    """Samples per LENGTH batch (after the round-down), or ``"auto"``: about 40,000 per GB of
+    the GPU's memory, resolved by the loader on its device."""
     """LENGTH only: padded samples per batch; rounded down to a multiple of max_audio_len."""
     max_bucket_size: int | None = None
     """LENGTH only: drop buckets holding more sequences than this (the short ones)."""
@@ -242,7 +244,9 @@ class LoaderConfig:
             "asr_task_config.max_audio_len",
             f">= min_audio_len ({t.min_audio_len})",
         )
-        if t.batching_strategy is not BatchingStrategy.STATIC:
+        if t.max_num_elements == "auto":
+            pass  # resolved by the loader on its device, then checked again
+        elif t.batching_strategy is not BatchingStrategy.STATIC:
             _require(
                 t.max_num_elements >= t.max_audio_len,
                 "asr_task_config.max_num_elements",

@@ -22,6 +22,7 @@ import pyarrow.fs as pafs
 from dali_asr.batching import effective_max_num_elements
 from dali_asr.config import AsrTaskConfig, LoaderConfig, load_config
 from dali_asr.errors import ConfigError
+from dali_asr.pipeline.cuda_env import resolve_auto_budget
 from dali_asr.storage import SAMPLE_RATE
 from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
 from dali_asr.tools.stats import Projection, SplitData, load_splits, project, project_ranks
@@ -87,8 +88,11 @@ def register(
 
 
 def bucket_settings(args: argparse.Namespace) -> AsrTaskConfig:
-    """The config's asr_task_config (or the defaults) with the given flags applied."""
-    task = load_config(args.config).asr_task_config if args.config else AsrTaskConfig()
+    """The config's asr_task_config (or the defaults) with the given flags applied
+    (``max_num_elements: auto`` resolved for this machine)."""
+    config = load_config(args.config) if args.config else LoaderConfig()
+    task = config.asr_task_config
+    resolve_auto_budget(task, config.dali_asr.device, config.dali_asr.device_id)
     for key in BUCKET_KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -202,6 +206,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
         require_matplotlib()  # fail before reading a large dataset, not after
     config = load_config(args.config)
+    resolve_auto_budget(config.asr_task_config, config.dali_asr.device, config.dali_asr.device_id)
     path = _dataset_path(args)
     fs, inside = open_filesystem(path)
     filesystem = None if isinstance(fs, pafs.LocalFileSystem) else fs

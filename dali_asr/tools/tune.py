@@ -23,67 +23,20 @@ import torch
 from torch import nn
 
 from dali_asr.batching import length_bucket_sizes
+from dali_asr.pipeline.cuda_env import (
+    auto_max_num_elements,
+    cuda_device,
+    round_down,
+)
 from dali_asr.pipeline.fbank import num_fbank_frames
 from dali_asr.tools.standin_model import StandInEncoder
 
 log = logging.getLogger(__name__)
 
-SAMPLES_PER_GB = 40_000
-GB = 10**9
-REFERENCE_DEFAULT = 3_200_000
-"""Omnilingual's ``AsrTaskConfig.max_num_elements`` default, used where there is no GPU."""
 SHORTEST_TRIAL_LEN = 16_000
 """Trials skip buckets shorter than 1 s: they hold as many samples as the others and would
 starve conv front-ends of input (the stand-in needs 400 samples)."""
 _OOM_MARKERS = ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
-
-
-def _round_down(n: int, multiple: int) -> int:
-    return max(multiple, n // multiple * multiple)
-
-
-def _cuda_device(device: torch.device | str | None) -> torch.device | None:
-    """The CUDA device meant by ``device`` (None: the current one), or None for the CPU."""
-    if not torch.cuda.is_available():
-        return None
-    device = torch.device("cuda") if device is None else torch.device(device)
-    if device.type != "cuda":
-        return None
-    return torch.device(
-        "cuda", torch.cuda.current_device() if device.index is None else device.index
-    )
-
-
-def auto_max_num_elements(
-    max_audio_len: int,
-    device: torch.device | None = None,
-    samples_per_gb: int = SAMPLES_PER_GB,
-) -> tuple[int, str]:
-    """``max_num_elements: auto``: the value and a one-line explanation.
-
-    On a CUDA device: ``samples_per_gb`` × the device's total memory in GB, rounded down to a
-    multiple of ``max_audio_len`` (at least ``max_audio_len``). Without CUDA: Omnilingual's
-    default 3,200,000, rounded the same way. Reading the device's properties initialises CUDA
-    in this process.
-    """
-    if max_audio_len < 1:
-        raise ValueError(f"max_audio_len must be >= 1, got {max_audio_len}")
-    cuda = _cuda_device(device)
-    if cuda is None:
-        value = _round_down(REFERENCE_DEFAULT, max_audio_len)
-        return value, (
-            f"max_num_elements auto = {value}: no CUDA device, so Omnilingual's default "
-            f"{REFERENCE_DEFAULT} rounded down to a multiple of max_audio_len {max_audio_len}"
-        )
-    props = torch.cuda.get_device_properties(cuda)
-    gb = props.total_memory / GB
-    raw = int(gb * samples_per_gb)
-    value = _round_down(raw, max_audio_len)
-    return value, (
-        f"max_num_elements auto = {value}: {samples_per_gb} samples/GB × {gb:.1f} GB "
-        f"({props.name}, {cuda}) = {raw}, rounded down to a multiple of max_audio_len "
-        f"{max_audio_len}"
-    )
 
 
 def trial_input(
@@ -245,7 +198,7 @@ def tune_max_num_elements(
             max_bucket_size=max_bucket_size,
         )
 
-    cuda = _cuda_device(device)
+    cuda = cuda_device(device)
     if cuda is None:
         value, why = auto_max_num_elements(max_audio_len, None)
         why += "; the rule is reported, not measured, without a CUDA device"
@@ -297,7 +250,7 @@ def tune_max_num_elements(
     if largest is None:
         why = f"one example of max_audio_len {max_audio_len} does not fit: lower max_audio_len"
         return TuneResult(max_audio_len, True, why, name, max_audio_len, margin, None, trials)
-    value = _round_down(int(largest * (1 - margin)), max_audio_len)
+    value = round_down(int(largest * (1 - margin)), max_audio_len)
     why = (
         f"max_num_elements {value}: largest fitting {largest} less {margin:.0%}, rounded down "
         f"to a multiple of max_audio_len {max_audio_len} ({len(trials)} trials)"
