@@ -1,5 +1,5 @@
-"""When two standardised Kaldi fbanks agree: the criterion of tests/test_features.py (against
-kaldi-native-fbank) and of the GPU tiers (GPU against CPU).
+"""When two standardised Kaldi fbanks agree: the criterion of tests/pipeline/test_features.py
+(against kaldi-native-fbank) and of the GPU tiers (GPU against CPU).
 
 Two float32 FFTs of the same frame differ by rounding noise of the frame's power, which is all
 a cell holds where its mel energy is tiny beside the frame's power (the lowest bins of loud

@@ -1,5 +1,5 @@
 """The kernels and the GPU batch maker against their NumPy twins, without DALI: the pieces of
-tier 1 (``gpu_tier1.py``) that ``tests/test_gpu.py`` runs too.
+tier 1 (``gpu_tier1.py``) that ``tests/pipeline/test_gpu.py`` runs too.
 
 Inputs are random (never zeros) and outputs poisoned first, so an unwritten cell shows. DALI's
 GPU outputs are stood in for by CuPy arrays behind the two calls the maker makes on a DALI

@@ -1,4 +1,4 @@
-"""The real pipeline on a device, for tier 2 (``gpu_tier2.py``) and ``tests/test_gpu.py``:
+"""The real pipeline on a device, for tier 2 (``gpu_tier2.py``) and ``tests/pipeline/test_gpu.py``:
 GPU features against CPU features (the DALI graph and the makers, and the whole loader), and
 training-stream throughput against the DALI decode-only ceiling.
 

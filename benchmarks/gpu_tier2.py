@@ -6,11 +6,11 @@
 DIR defaults: ``--data`` $DALI_ASR_ESPEAK, else ../shared/data/espeak-mini; ``--out`` $OUT, else
 gpu-out. Rows: DALI and cuFFT (loaded by dali_asr.pipeline.cuda_env, no LD_LIBRARY_PATH); GPU = CPU
 features through the graph and makers (dev files, fbank by the criterion of
-tests/test_features.py) and through the whole loader; GPU features + collation time of a
+tests/pipeline/test_features.py) and through the whole loader; GPU features + collation time of a
 960,000-sample batch (CUDA events, and wall); the training stream's audio-s/s and CPU ms per
 audio-s at each DALI thread count against the DALI decode-only ceiling, and the CPU path's
 beside it; first batch; GPU memory over 500 variable-size batches (torch's and CuPy's pools
-apart); ``tune-batch``'s measured search (capped); ``pytest tests/test_gpu.py``. Writes
+apart); ``tune-batch``'s measured search (capped); ``pytest tests/pipeline/test_gpu.py``. Writes
 tier2.json and tier2.md under DIR after every row. ``--device cpu`` rehearses the script on a
 machine without CUDA (the CPU graph in the GPU's place; GPU-only rows are left out).
 """
@@ -214,17 +214,20 @@ def check_tune(rows: Rows, cap_s: float = 45.0) -> None:
     rows.add("tune-batch measured search (stand-in model)", done.returncode == 0, value, "exit 0")
 
 
+GPU_TESTS = "tests/pipeline/test_gpu.py"
+
+
 def check_pytest(rows: Rows, data: Path) -> None:
     env = dict(os.environ, DALI_ASR_ESPEAK=str(data))
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
-         "tests/test_gpu.py"], capture_output=True, text=True, cwd=REPO, env=env, timeout=270,
+        [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", GPU_TESTS],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=270,
     )  # fmt: skip
     (rows.out / "pytest.log").write_text(done.stdout + done.stderr)
     lines = done.stdout.strip().splitlines()
     failed = [line for line in lines if line.startswith(("FAILED", "ERROR"))]
     value = "; ".join([lines[-1] if lines else "no output", *failed[:3]])
-    rows.add("pytest tests/test_gpu.py", done.returncode == 0, value[:600])
+    rows.add(f"pytest {GPU_TESTS}", done.returncode == 0, value[:600])
 
 
 def main() -> int:

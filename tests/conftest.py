@@ -15,10 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-ESPEAK_ROOT = Path(
-    os.environ.get("DALI_ASR_ESPEAK")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-mini"
-)
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+"""../shared beside the repository: the corpus and the reference's golden vectors."""
+ESPEAK_ROOT = Path(os.environ.get("DALI_ASR_ESPEAK") or SHARED / "data" / "espeak-mini")
 """espeak-mini: ``$DALI_ASR_ESPEAK``, else ../shared/data/espeak-mini beside the repository."""
 
 COLUMNS = ["text", "audio_bytes", "audio_size"]

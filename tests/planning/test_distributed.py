@@ -16,7 +16,7 @@ import pytest
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
 
-HELPER = Path(__file__).parent / "helpers" / "torchrun_worker.py"
+HELPER = Path(__file__).parents[1] / "helpers" / "torchrun_worker.py"
 TASK = {"min_audio_len": 16_000, "max_audio_len": 480_000, "max_num_elements": 960_000}
 
 

@@ -16,11 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from conftest import ESPEAK_ROOT
 
 from dali_asr.storage import SAMPLE_RATE
 from dali_asr.tools.demo_data import PARTITIONS, _set_ogg_serial, make_demo_dataset
 
-ESPEAK_MINI = Path(__file__).resolve().parents[2] / "shared" / "data" / "espeak-mini"
+ESPEAK_MINI = ESPEAK_ROOT
 SCHEMA = pa.schema(
     [("text", pa.string()), ("audio_bytes", pa.list_(pa.int8())), ("audio_size", pa.int64())]
 )

@@ -6,16 +6,16 @@ import itertools
 import json
 import random
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ESPEAK_ROOT as CORPUS
 
 from dali_asr.batching.bucket_sizes import effective_max_num_elements, length_bucket_sizes
 from dali_asr.batching.length import LengthBucketer
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 
-ESPEAK = Path("/work/shared/data/espeak-mini/version=0")
+ESPEAK = CORPUS / "version=0"
 # The demo task (cli.DEMO_TASK): 1 s .. 30 s at 16 kHz, 60 s of padded audio per batch.
 MIN_LEN, MAX_LEN, BUDGET, MULTIPLE = 16_000, 480_000, 960_000, 8
 

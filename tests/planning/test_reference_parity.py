@@ -14,7 +14,7 @@ import torch
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "reference-plans.json").read_text())
+GOLDEN = json.loads((Path(__file__).parents[1] / "golden" / "reference-plans.json").read_text())
 
 
 def example_id(language: str, text: str) -> str:

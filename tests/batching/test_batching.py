@@ -19,7 +19,7 @@ from dali_asr.batching import (
     length_bucket_sizes,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 VECTORS_PATH = REPO_ROOT.parent / "shared" / "reference" / "bucket-vectors.json"
 
 

@@ -21,7 +21,7 @@ asr_task_config: {min_audio_len: 16_000, max_audio_len: 480_000, max_num_element
 
 EXAMPLE_KEYS = {"corpus", "language", "split", "file", "row_group", "row", "audio_size", "text"}
 DUMP_KEYS = {"batch", "keys", "source_shape", "source_seq_lens", "source_sum", "source_abs_sum"}
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

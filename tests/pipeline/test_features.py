@@ -20,7 +20,7 @@ from dali_asr.pipeline.fbank import mel_matrix, num_fbank_frames
 from dali_asr.pipeline.graph import build_pipeline
 
 # the criterion is shared with the GPU tiers (GPU fbank against CPU fbank)
-sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.append(str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import fbank_agreement
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import MILESTONE_TASK, write_parquet
+from conftest import MILESTONE_TASK, SHARED, write_parquet
 
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
 from dali_asr.errors import ConfigError
@@ -29,7 +29,7 @@ from dali_asr.tools.stats import load_splits, project
 from dali_asr.tools.stats_plots import write_plots
 from dali_asr.tools.stats_tables import bucket_fill, bucket_table, length_histogram
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bucket-vectors.json"
+VECTORS_PATH = SHARED / "reference" / "bucket-vectors.json"
 ONE_PASS = {"mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"}}
 
 CONFIGS: dict[str, dict[str, Any]] = {

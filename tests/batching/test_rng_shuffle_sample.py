@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 from helpers.fairseq2_ops import sample, shard
 
 from dali_asr.batching.rng import Mt19937
@@ -16,7 +17,7 @@ from dali_asr.batching.shuffle import BlockShuffler, block_shuffle
 from dali_asr.planning.sampling import WeightedSampler
 from dali_asr.planning.weights import partition_weights, read_stats_tsv
 
-VECTORS_PATH = Path(__file__).resolve().parents[2] / "shared" / "reference" / "bucket-vectors.json"
+VECTORS_PATH = SHARED / "reference" / "bucket-vectors.json"
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import ESPEAK_ROOT as CORPUS
 
 from dali_asr.text import (
     ALL_UNKNOWN,
@@ -26,10 +27,9 @@ from dali_asr.text import (
     load_tokenizer,
 )
 
-ESPEAK = Path("/work/shared/data/espeak-mini")
+ESPEAK = CORPUS
 ESPEAK_ROOT = ESPEAK / "version=0"
 SPM_PATH = ESPEAK / "tokenizer" / "char_spm.model"
-needs_espeak = pytest.mark.skipif(not SPM_PATH.is_file(), reason="espeak-mini corpus not present")
 
 
 def _corpus_texts(split: str | None = None) -> list[str]:
@@ -43,7 +43,7 @@ def _corpus_texts(split: str | None = None) -> list[str]:
 @pytest.fixture(scope="module")
 def spm_tok() -> SentencePieceTokenizer:
     if not SPM_PATH.is_file():
-        pytest.skip("espeak-mini corpus not present")
+        pytest.fail(f"the espeak-mini tokenizer is missing: expected {SPM_PATH}")
     return SentencePieceTokenizer(SPM_PATH)
 
 
@@ -174,7 +174,6 @@ def test_char_from_dataset_tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         CharTokenizer.from_dataset(tmp_path / "empty")
 
 
-@needs_espeak
 def test_char_from_dataset_espeak_covers_all_splits() -> None:
     tok = CharTokenizer.from_dataset(ESPEAK_ROOT)
     expected = set()
