@@ -4,7 +4,6 @@ position (``resume/``). docs/ARCHITECTURE.md draws the whole flow."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 import weakref
@@ -231,25 +230,18 @@ class AsrLoader:
 
     def plan(self) -> Iterator[list[Example]]:
         """This rank's plan from the current (or loaded) position, from metadata alone: what
-        ``iter()`` would deliver, without reading audio. ``plan_state()`` between two batches
-        gives the state after the last one."""
+        ``iter()`` would deliver, without reading audio (the feeder's path, audio off).
+        ``plan_state()`` between two batches gives the state after the last one."""
         resume, self._resume = self._resume, None
         planner = self.planner(self.report)
-        start = resume.at + resume.skip if resume else 0
-        self._planning = (planner, start)
-        state = resume.state if resume else None
-        plan = planner.batches(False, state=state, carry=self._carry)
+        self._planning = (planner, resume.at + resume.skip if resume else 0)
         deal = self._deal()
-        world = self.world_size if deal else 1
-        skip = resume.skip if resume else 0
-        indexed = ((start - skip + i, b) for i, b in enumerate(plan) if i >= skip)
-        with contextlib.closing(plan):
-            total = deal.total if deal else 0
-            for index, batch in sharding.own_batches(
-                indexed, self.rank if deal else 0, world, total
-            ):
-                self._planning = (planner, (index // world + 1) * world)
-                yield batch
+        world = deal.world_size if deal else 1
+        for planned in planned_batches(
+            planner, self.files, resume, 0, self._carry, [], deal, with_audio=False
+        ):
+            self._planning = (planner, (planned.index // world + 1) * world)
+            yield planned.examples
 
     def plan_state(self) -> dict[str, Any]:
         """The state after the batches ``plan()`` has yielded (as ``state_dict()`` gives)."""

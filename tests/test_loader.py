@@ -152,12 +152,14 @@ def test_builtin_char_tokenizer_and_to(espeak_root: Path) -> None:
 
 
 def test_close_is_idempotent_and_stops_threads(espeak_root: Path, espeak_tokenizer) -> None:
+    before = set(threading.enumerate())  # earlier tests' loaders may still be winding down
     loader = AsrLoader(espeak_root, "train", make_config(), espeak_tokenizer)
     it = iter(loader)
     next(it)
     loader.close()
     loader.close()
-    assert not [t for t in threading.enumerate() if t.name.startswith("dali-asr")]
+    ours = [t for t in set(threading.enumerate()) - before if t.name.startswith("dali-asr")]
+    assert not ours, ours
 
 
 def _expected_plan(root: Path, task: dict) -> list[list[tuple[str, int, int]]]:

@@ -5,7 +5,6 @@ metadata; and, for a single pass on several ranks, this rank's share of the glob
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -56,8 +55,10 @@ def planned_batches(
     carry: dict | None,
     final: list,
     deal: Deal | None = None,
+    with_audio: bool = True,
 ) -> Iterator[Planned]:
-    """The planner's batches with their global indices and periodic states.
+    """The planner's batches with their global indices and periodic states (every ``every``
+    batches; 0 = none): what the feeder feeds, and (``with_audio`` False) ``AsrLoader.plan``.
 
     A resumed plan replays its last ``skip`` batches without reading audio. With ``deal``
     every rank runs the whole plan from metadata and reads audio only for its own batches.
@@ -67,18 +68,16 @@ def planned_batches(
     refs = {(r.file_index, r.row_group): r for r in files.row_groups()}
     dealing = deal is not None and deal.world_size > 1
     plan = planner.batches(
-        with_audio=not dealing, state=resume.state if resume else None, carry=carry
+        with_audio=with_audio and not dealing,
+        state=resume.state if resume else None,
+        carry=carry,
+        replay=resume.skip if resume else 0,
     )
-    start = resume.at if resume else 0
-    latest: list = [start, resume.state if resume else None]
+    start = resume.at + resume.skip if resume else 0
+    latest: list = [resume.at if resume else 0, resume.state if resume else None]
 
     def indexed() -> Iterator[tuple[int, list[Example]]]:
         index = start
-        if resume is not None and resume.skip:
-            planner.reader.audio_enabled = False
-            for _ in itertools.islice(plan, resume.skip):
-                index += 1
-            planner.reader.audio_enabled = True
         for batch in plan:
             if every and (index + 1) % every == 0:
                 latest[:] = [index + 1, planner.snapshot()]
@@ -88,6 +87,7 @@ def planned_batches(
     with contextlib.closing(plan):
         rank, world, total = (deal.rank, deal.world_size, deal.total) if dealing else (0, 1, 0)
         for g, batch in sharding.own_batches(indexed(), rank, world, total):
-            fill_audio(batch, files, refs)
+            if with_audio:
+                fill_audio(batch, files, refs)
             yield Planned(g, batch, latest[0], latest[1])
         final.append(planner.carry())

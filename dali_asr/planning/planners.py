@@ -1,8 +1,7 @@
 """Batch plans: examples → length filter → example shuffle → text filters → batcher → batch
-shuffle, in the reference's order, from one pass over a split's files in path order or from
-the endless training stream (weighted partition mixture). Planning never decodes audio: from
-metadata alone (``dali-asr plan``, ``len()``) and with the encoded audio attached (the loader)
-the same code gives the same batches."""
+shuffle (the reference's order), over one pass of a split or the endless training stream.
+Planning never decodes audio: from metadata alone (``dali-asr plan``, ``len()``) and with
+the encoded audio attached (the loader) the same code gives the same batches."""
 
 from __future__ import annotations
 
@@ -129,10 +128,12 @@ class _Planner:
         with_audio: bool = False,
         state: dict[str, Any] | None = None,
         carry: dict[str, Any] | None = None,
+        replay: int = 0,
     ) -> Iterator[list[Example]]:
         """Yield the planned batches in order; ``max_num_batches`` stops the plan early.
-        ``state`` (a ``snapshot()``) continues a plan where it was saved. Between two yielded
-        batches ``snapshot()`` gives the state after the last one. Row groups are read ahead
+        ``state`` (a ``snapshot()``) continues a plan where it was saved, the first ``replay``
+        batches planned from metadata (no audio) and not yielded. Between two yielded batches
+        ``snapshot()`` gives the state after the last one. Row groups are read ahead
         (``read_ahead()`` per stream) on a pool of ``num_parallel_fragments`` threads (at most
         ``max_workers``), shut down when the generator ends or is closed."""
         limit = self.task.max_num_batches
@@ -150,10 +151,15 @@ class _Planner:
             self.restore_source(state["source"])
             self.stages.restore(state["stages"], self._lookup)
             self._lookup_cache.clear()
+        self.reader.audio_enabled = replay == 0
         try:
             for batch in self.stages.run(self.examples(with_audio), self.finite):
                 if limit is not None and self.stages.emitted > limit:
                     return
+                if replay:
+                    replay -= 1
+                    self.reader.audio_enabled = replay == 0
+                    continue
                 yield batch
             for reason, count in self.stages.batcher.skipped.items():
                 if count:
@@ -257,7 +263,6 @@ class ChainedPlanner:
     def __init__(self, planners: list[SinglePassPlanner]) -> None:
         self.planners = planners
         self._part = 0
-        self.reader = planners[0].reader
 
     def key(self, ex: Example) -> ExampleKey:
         return self.planners[0].key(ex)
@@ -267,15 +272,19 @@ class ChainedPlanner:
         with_audio: bool = False,
         state: dict[str, Any] | None = None,
         carry: dict[str, Any] | None = None,
+        replay: int = 0,
     ) -> Iterator[list[Example]]:
         """Each split in turn; ``carry`` is ignored (every split starts its RNGs afresh)."""
         start = state["part"] if state else 0
-        self.reader = self.planners[start].reader
         for i in range(start, len(self.planners)):
             self._part = i
-            self.reader = self.planners[i].reader
             inner = state["inner"] if state and i == start else None
-            yield from self.planners[i].batches(with_audio, inner)
+            for batch in self.planners[i].batches(with_audio, inner):
+                if replay:  # from metadata: this part's reader reads no audio meanwhile
+                    replay -= 1
+                    self.planners[i].reader.audio_enabled = replay == 0
+                    continue
+                yield batch
 
     def snapshot(self) -> dict[str, Any]:
         return {"part": self._part, "inner": self.planners[self._part].snapshot()}
