@@ -62,8 +62,12 @@ class AsrLoader:
         filesystem: pafs.FileSystem | None = None,
     ) -> None:
         self.config = config if isinstance(config, LoaderConfig) else load_config(config)
-        self.config.validate()
         self.task = self.config.asr_task_config
+        settings = self.config.dali_asr
+        self.device = resolve_device(settings.device)
+        self.device_id = device_index(settings.device_id)
+        resolve_auto_budget(self.task, self.device, settings.device_id)
+        self.config.validate()
         self.split = split
         self.splits = [s.strip() for s in split.split(",") if s.strip()]
         storage = self.config.mixture_parquet_storage_config
@@ -95,10 +99,6 @@ class AsrLoader:
                 "audio, is held in memory",
                 "blocks of one split's worth of rows" if self.endless else "the whole split",
             )
-        self.device = resolve_device(self.config.dali_asr.device)
-        self.device_id = device_index(self.config.dali_asr.device_id)
-        resolve_auto_budget(self.task, self.device, self.config.dali_asr.device_id)
-        self.config.validate()
         self.report = SkipReport()
         self.telemetry = Telemetry(log_every=self.config.dali_asr.telemetry_log_every)
         """Padding, batch sizes, loader stalls and language shares; ``telemetry.as_dict()``."""

@@ -29,7 +29,7 @@ import torch
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.pipeline.collate import TORCH_DTYPES, BatchMaker, Decoded, Normalization, padded_width
 from dali_asr.pipeline.fbank import NUM_MEL_BINS, frame_offsets
-from dali_asr.pipeline.gpu_kernels import ArgBlock, GpuKernels, as_cupy, flatten_tokens
+from dali_asr.pipeline.gpu_kernels import GpuKernels, as_cupy, flatten_tokens
 from dali_asr.storage.examples import Example
 
 _KEEP_ALIVE = 64
@@ -106,10 +106,9 @@ class GpuBatchMaker(BatchMaker):
         numel = np.array([int(np.prod(s)) for s in shapes], dtype=np.int64)
         ptrs = np.array([features[i].data_ptr() for i in rows], dtype=np.uint64)
         with self._cupy_device, self._cupy_stream, torch.cuda.stream(self.stream):
-            self.kernels.staged = ArgBlock(ptrs, numel).send(self.device)
-            # over each output as one channel: the NaN/inf check, and the waveform's layer norm
-            stats = self.kernels.segment_stats(ptrs, numel, 1)
-            self.kernels.staged = None
+            with self.kernels.staging(self.device, ptrs, numel):
+                # over each output as one channel: the NaN/inf check, the waveform's layer norm
+                stats = self.kernels.segment_stats(ptrs, numel, 1)
             # the one host sync of a batch: which files hold NaN/inf decides what is kept
             nonfinite = stats[:, 0, 2].get(stream=self._cupy_stream)
         return Decoded(lengths, nonfinite.astype(np.int64), (ptrs, frames, stats, outputs))
@@ -134,9 +133,8 @@ class GpuBatchMaker(BatchMaker):
                 staged: tuple[np.ndarray, ...] = (ptrs, offsets, mel_ptrs)
             else:
                 staged = (ptrs, keep_at)
-            block = ArgBlock(*staged, lengths, flat, token_offsets, both_lengths, *masks)
-            self.kernels.staged = block.send(self.device)
-            try:
+            arrays = (*staged, lengths, flat, token_offsets, both_lengths, *masks)
+            with self.kernels.staging(self.device, *arrays) as block:
                 if self.use_fbank:
                     self.kernels.log_mel(ptrs, offsets, out=mel)
                     stats = self.kernels.segment_stats(mel_ptrs, lengths, NUM_MEL_BINS)
@@ -147,8 +145,6 @@ class GpuBatchMaker(BatchMaker):
                 if masks:
                     self.kernels.spec_augment(as_cupy(source), *masks)
                 targets = self._targets(flat, token_offsets)
-            finally:
-                self.kernels.staged = None
             device_lengths = block.tensor(both_lengths)
             batch = self.batch(
                 examples, source, mask, targets, (device_lengths[0], device_lengths[1]),

@@ -6,7 +6,8 @@ launches on CuPy's current stream.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -105,7 +106,6 @@ class ArgBlock:
         self.buffer: torch.Tensor | None = None
 
     def send(self, device: torch.device) -> ArgBlock:
-
         starts, size = pack_layout(self.arrays)
         host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
         pack_into(host.numpy(), self.arrays, starts)
@@ -134,6 +134,15 @@ class GpuKernels:
         self._mel: tuple | None = None
         self.staged: ArgBlock | None = None
         """The batch's arguments already sent to the device; others are copied one by one."""
+
+    @contextlib.contextmanager
+    def staging(self, device: torch.device, *arrays: np.ndarray) -> Iterator[ArgBlock]:
+        """Send ``arrays`` in one block; launchers inside the block find them there."""
+        self.staged = ArgBlock(*arrays).send(device)
+        try:
+            yield self.staged
+        finally:
+            self.staged = None
 
     def device(self, host: np.ndarray):
         """``host`` on the device: its view in the staged block, else a copy of its own."""

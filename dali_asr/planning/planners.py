@@ -96,6 +96,8 @@ class _Planner:
         self.report, self.storage = inputs.report, inputs.storage
         self.sort_window = inputs.sort_window
         self.pool: ThreadPoolExecutor | None = None
+        self.replayed = 0
+        """Batches the last ``batches()`` replayed from metadata (see its ``replay``)."""
         text_filter = TextFilter(
             self.task.min_samples_per_char, self.task.filter_long_text_threshold, self.tokenizer
         )
@@ -151,14 +153,15 @@ class _Planner:
             self.restore_source(state["source"])
             self.stages.restore(state["stages"], self._lookup)
             self._lookup_cache.clear()
+        self.replayed = 0
         self.reader.audio_enabled = replay == 0
         try:
             for batch in self.stages.run(self.examples(with_audio), self.finite):
                 if limit is not None and self.stages.emitted > limit:
                     return
-                if replay:
-                    replay -= 1
-                    self.reader.audio_enabled = replay == 0
+                if self.replayed < replay:
+                    self.replayed += 1
+                    self.reader.audio_enabled = self.replayed == replay
                     continue
                 yield batch
             for reason, count in self.stages.batcher.skipped.items():
@@ -279,12 +282,8 @@ class ChainedPlanner:
         for i in range(start, len(self.planners)):
             self._part = i
             inner = state["inner"] if state and i == start else None
-            for batch in self.planners[i].batches(with_audio, inner):
-                if replay:  # from metadata: this part's reader reads no audio meanwhile
-                    replay -= 1
-                    self.planners[i].reader.audio_enabled = replay == 0
-                    continue
-                yield batch
+            yield from self.planners[i].batches(with_audio, inner, replay=replay)
+            replay -= self.planners[i].replayed  # a replay may run past a split's end
 
     def snapshot(self) -> dict[str, Any]:
         return {"part": self._part, "inner": self.planners[self._part].snapshot()}

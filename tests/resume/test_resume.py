@@ -206,3 +206,34 @@ def test_checkpoint_helpers_in_a_plain_loop(small_dataset: Path, espeak_tokenize
     assert extra == {"step": 9}
     rest = [fingerprint(b) for b in resumed]
     assert first + rest == uninterrupted
+
+
+def test_resume_replays_across_the_splits_of_a_comma_separated_pass(
+    espeak_root: Path, espeak_tokenizer
+) -> None:
+    """``dev,test`` is one pass per split in turn; a state saved in the second split whose last
+    plan snapshot lies in the first replays across the boundary and continues exactly."""
+    from conftest import MILESTONE_TASK
+
+    cfg = config_from_dict(
+        {
+            "asr_task_config": MILESTONE_TASK,
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+            "dali_asr": {"state_every": 1000},
+        }
+    )
+    dev = len(AsrLoader(espeak_root, "dev", cfg, espeak_tokenizer))
+    whole = [
+        [str(k) for k in b.keys] for b in AsrLoader(espeak_root, "dev,test", cfg, espeak_tokenizer)
+    ]
+    assert len(whole) > dev + 2
+    first = AsrLoader(espeak_root, "dev,test", cfg, espeak_tokenizer)
+    it = iter(first)
+    for _ in range(dev + 2):
+        next(it)
+    state = first.state_dict()
+    first.close()
+    assert state["state_at"] == 0 and state["consumed"] == dev + 2  # all of it replayed
+    again = AsrLoader(espeak_root, "dev,test", cfg, espeak_tokenizer)
+    again.load_state_dict(state)
+    assert [[str(k) for k in b.keys] for b in again] == whole[dev + 2 :]
