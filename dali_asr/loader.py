@@ -9,7 +9,6 @@ import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -34,8 +33,16 @@ from dali_asr.planning.planners import (
 from dali_asr.planning.sharding import resolve_rank
 from dali_asr.report import SkipReport
 from dali_asr.resume.elastic import Target, own_state
-from dali_asr.resume.state import FORMAT_VERSION, check_compatible, dataset_fingerprint, plan_config
+from dali_asr.resume.state import (
+    LoaderState,
+    check_compatible,
+    dataset_fingerprint,
+    loader_state,
+    plan_config,
+    resume_point,
+)
 from dali_asr.storage.opening import CacheFolder, open_dataset
+from dali_asr.storage.opening import size_pyarrow_pools as size_pools
 from dali_asr.telemetry import Telemetry
 from dali_asr.text import Tokenizer
 
@@ -48,6 +55,8 @@ class AsrLoader:
     ``data`` is the dataset root (the folder holding ``corpus=*``, or one wrapping a single
     ``version=*``); ``config`` a LoaderConfig or a YAML path; ``tokenizer`` a SentencePiece
     model path, a Tokenizer, or None for the built-in character vocabulary of ``data``.
+    ``size_pyarrow_pools`` applies ``pa_cpu_count`` to pyarrow's process-wide thread pools (as
+    the reference does; off by default, since they are every pyarrow user's in the process).
     Each ``iter()`` is one epoch.
     """
 
@@ -60,6 +69,7 @@ class AsrLoader:
         rank: int | None = None,
         world_size: int | None = None,
         filesystem: pafs.FileSystem | None = None,
+        size_pyarrow_pools: bool = False,
     ) -> None:
         self.config = config if isinstance(config, LoaderConfig) else load_config(config)
         self.task = self.config.asr_task_config
@@ -79,12 +89,13 @@ class AsrLoader:
                 "set sync_mode: UNTIL_LAST"
             )
         self.rank, self.world_size = resolve_rank(rank, world_size)
+        if size_pyarrow_pools:
+            size_pools(storage.pa_cpu_count)
         opened = open_dataset(
             data,
             self.splits,
             partition_filters=storage.fragment_streaming.partition_filters,
             use_threads=storage.fragment_loading.use_threads,
-            pa_cpu_count=storage.pa_cpu_count,
             filesystem=filesystem,
         )
         self.root, self.files, self.segments = opened.root, opened.files, opened.segments
@@ -198,7 +209,7 @@ class AsrLoader:
             self._len = sum(1 for _ in self.planner(SkipReport()).batches())
         return self._len
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> LoaderState:
         """The loader's position: JSON-serialisable, small, no audio. Loading it (here or in a
         new process) continues with exactly the batches that would have come next."""
         point = self._epoch.resume_point() if self._epoch is not None else self._resume
@@ -206,19 +217,16 @@ class AsrLoader:
         carry = self._epoch.final[0] if finished and self._epoch.final else self._carry
         return self._state(point, finished, carry)
 
-    def _state(self, point: Resume | None, finished: bool, carry: dict | None) -> dict[str, Any]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "epoch": max(self.epoch, 1),
-            "epoch_finished": finished,
-            "consumed": point.at + point.skip if point else 0,
-            "state_at": point.at if point else 0,
-            "plan_state": point.state if point else None,
-            "dataset": dataset_fingerprint(self.files.files, self.files.row_groups()),
-            "config": plan_config(self.config, self.split, self.rank, self.world_size),
-            "carry": carry,
-            "skipped": dict(self.report.counts),
-        }
+    def _state(self, point: Resume | None, finished: bool, carry: dict | None) -> LoaderState:
+        return loader_state(
+            self.epoch,
+            finished,
+            point,
+            carry,
+            dataset_fingerprint(self.files.files, self.files.row_groups()),
+            plan_config(self.config, self.split, self.rank, self.world_size),
+            dict(self.report.counts),
+        )
 
     @property
     def next_plan_index(self) -> int:
@@ -243,10 +251,10 @@ class AsrLoader:
             self._planning = (planner, (planned.index // world + 1) * world)
             yield planned.examples
 
-    def plan_state(self) -> dict[str, Any]:
+    def plan_state(self) -> LoaderState:
         """The state after the batches ``plan()`` has yielded (as ``state_dict()`` gives)."""
         planner, consumed = self._planning
-        return self._state(Resume(consumed, planner.snapshot(), 0), False, self._carry)
+        return self._state(Resume(consumed, planner.state_dict(), 0), False, self._carry)
 
     def resume_target(self) -> Target:
         """This loader as elastic resume sees it (``dali_asr.resume.elastic``)."""
@@ -259,7 +267,7 @@ class AsrLoader:
             self.planner,
         )
 
-    def load_state_dict(self, state: dict[str, Any] | list[dict[str, Any]]) -> None:
+    def load_state_dict(self, state: LoaderState | list[LoaderState]) -> None:
         """Continue from ``state_dict()`` output: the next ``iter()`` resumes the saved epoch
         (or starts the one after it, when the saved epoch had ended). A training stream saved
         on another number of ranks loads from the list of every rank's state (elastic resume,
@@ -272,13 +280,9 @@ class AsrLoader:
         state = own_state(states, self.resume_target())
         self.close()
         self._epoch = None
-        self._carry = state.get("carry")
-        if state["epoch_finished"]:
-            self.epoch, self._resume = int(state["epoch"]), None
-        else:
-            self.epoch = int(state["epoch"])
-            at = int(state["state_at"])
-            self._resume = Resume(at, state["plan_state"], int(state["consumed"]) - at)
+        self._carry = state["carry"]
+        self.epoch = int(state["epoch"])
+        self._resume = resume_point(state)
 
     def batch_maker(self) -> BatchMaker:
         """The collation of this loader's device: NumPy references on the CPU, the CUDA

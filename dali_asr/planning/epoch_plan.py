@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dali_asr.planning import sharding
+from dali_asr.planning.planners import ChainedState, PlanState
 from dali_asr.storage.examples import Example, fill_audio
 
 
@@ -22,7 +23,7 @@ class Planned:
     index: int
     examples: list[Example]
     state_at: int = 0
-    state: dict | None = None
+    state: PlanState | ChainedState | None = None
     speed: np.ndarray | None = None
     """Speed perturbation factors of the examples, when it is on."""
 
@@ -33,7 +34,7 @@ class Resume:
     after ``at`` batches, then ``skip`` more batches replayed from metadata."""
 
     at: int
-    state: dict | None
+    state: PlanState | ChainedState | None
     skip: int
 
 
@@ -67,11 +68,10 @@ def planned_batches(
     reset keeps them); ``final`` receives this epoch's at its end."""
     refs = {(r.file_index, r.row_group): r for r in files.row_groups()}
     dealing = deal is not None and deal.world_size > 1
+    if resume is not None and resume.state is not None:
+        planner.load_state_dict(resume.state)
     plan = planner.batches(
-        with_audio=with_audio and not dealing,
-        state=resume.state if resume else None,
-        carry=carry,
-        replay=resume.skip if resume else 0,
+        with_audio=with_audio and not dealing, carry=carry, replay=resume.skip if resume else 0
     )
     start = resume.at + resume.skip if resume else 0
     latest: list = [resume.at if resume else 0, resume.state if resume else None]
@@ -80,7 +80,7 @@ def planned_batches(
         index = start
         for batch in plan:
             if every and (index + 1) % every == 0:
-                latest[:] = [index + 1, planner.snapshot()]
+                latest[:] = [index + 1, planner.state_dict()]
             yield index, batch
             index += 1
 

@@ -5,13 +5,11 @@ the encoded audio attached (the loader) the same code gives the same batches."""
 
 from __future__ import annotations
 
-import itertools
 import logging
-from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from dali_asr.batching import LengthBucketer, StaticBatcher
 from dali_asr.batching.batcher import Batcher
@@ -19,16 +17,17 @@ from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.batching.sorted_window import SortedWindowBatcher
 from dali_asr.config import AsrTaskConfig, BatchingStrategy, MixtureParquetStorageConfig
 from dali_asr.keys import ExampleKey
-from dali_asr.planning.sampling import WeightedSampler
-from dali_asr.planning.stages import Stages
-from dali_asr.planning.streaming import (
-    Cursor,
-    PartitionStream,
-    group_partitions,
-    load_weights,
+from dali_asr.planning.sources import (
+    ExampleSource,
+    FileOrderSource,
+    MixturePosition,
+    MixtureSource,
+    PassPosition,
 )
+from dali_asr.planning.stages import Stages, StagesState
+from dali_asr.planning.streaming import group_partitions, load_weights
 from dali_asr.report import SkipReport
-from dali_asr.storage.examples import Example, ExampleReader, ReadAhead, example_key
+from dali_asr.storage.examples import Example, ExampleReader, KeyLookup, example_key
 from dali_asr.storage.row_groups import ParquetFiles
 from dali_asr.text import TextFilter, Tokenizer
 
@@ -39,7 +38,9 @@ TOO_LONG = "audio_too_long"
 
 __all__ = [
     "ChainedPlanner",
+    "ChainedState",
     "Example",
+    "PlanState",
     "SinglePassPlanner",
     "TrainStreamPlanner",
     "make_batcher",
@@ -86,8 +87,22 @@ class PlanInputs:
     sort_window: int = 1000
 
 
+class PlanState(TypedDict):
+    """A plan between two batches: the example source's position and the stages' state."""
+
+    source: PassPosition | MixturePosition
+    stages: StagesState
+
+
+class ChainedState(TypedDict):
+    """Several splits in turn: the split being planned and its own plan's state."""
+
+    part: int
+    inner: PlanState
+
+
 class _Planner:
-    """The stages after the example source; subclasses provide ``examples()``."""
+    """The stages after an example source (``self.source``, made by subclasses)."""
 
     finite = True
 
@@ -95,7 +110,6 @@ class _Planner:
         self.files, self.task, self.tokenizer = inputs.files, inputs.task, inputs.tokenizer
         self.report, self.storage = inputs.report, inputs.storage
         self.sort_window = inputs.sort_window
-        self.pool: ThreadPoolExecutor | None = None
         self.replayed = 0
         """Batches the last ``batches()`` replayed from metadata (see its ``replay``)."""
         text_filter = TextFilter(
@@ -103,21 +117,16 @@ class _Planner:
         )
         self.reader = ExampleReader(self.files, text_filter, cache_dir)
         self.row_groups = self.files.row_groups()
-        self._refs = {(r.file_index, r.row_group): r for r in self.row_groups}
-        self._lookup_cache: dict[tuple[int, int], list[Example]] = {}
+        self.lookup = KeyLookup(self.reader, self.row_groups)
+        self.source: ExampleSource
         self.stages: Stages | None = None
-
-    def examples(self, with_audio: bool) -> Iterator[Example]:
-        raise NotImplementedError
+        self._loaded: PlanState | None = None
 
     def key(self, ex: Example) -> ExampleKey:
         return example_key(self.files.files, ex)
 
     def example_window(self) -> int:
         return self.task.example_shuffle_window
-
-    def num_streams(self) -> int:
-        return 1
 
     def read_ahead(self) -> int:
         """Row groups read ahead per stream: ``nb_prefetch`` finished tables waiting, plus
@@ -126,37 +135,35 @@ class _Planner:
         return max(0, loading.nb_prefetch) + max(0, loading.num_parallel_fragments - 1)
 
     def batches(
-        self,
-        with_audio: bool = False,
-        state: dict[str, Any] | None = None,
-        carry: dict[str, Any] | None = None,
-        replay: int = 0,
+        self, with_audio: bool = False, carry: dict[str, Any] | None = None, replay: int = 0
     ) -> Iterator[list[Example]]:
-        """Yield the planned batches in order; ``max_num_batches`` stops the plan early.
-        ``state`` (a ``snapshot()``) continues a plan where it was saved, the first ``replay``
-        batches planned from metadata (no audio) and not yielded. Between two yielded batches
-        ``snapshot()`` gives the state after the last one. Row groups are read ahead
-        (``read_ahead()`` per stream) on a pool of ``num_parallel_fragments`` threads (at most
-        ``max_workers``), shut down when the generator ends or is closed."""
+        """Yield the planned batches in order; ``max_num_batches`` stops the plan early. After
+        ``load_state_dict`` the plan continues where that state was saved, its first ``replay``
+        batches planned from metadata (no audio) and not yielded; ``carry`` (the previous
+        epoch's ``carry()``) continues its RNGs. Between two yielded batches ``state_dict()``
+        gives the state after the last one. Row groups are read ahead (``read_ahead()`` per
+        stream) on a pool of ``num_parallel_fragments`` threads (at most ``max_workers``), shut
+        down when the generator ends or is closed."""
         limit = self.task.max_num_batches
-        depth = self.read_ahead()
-        if depth > 0:
+        pool = None
+        if self.read_ahead() > 0:
             # Reader threads cost memory (each keeps its allocator arenas) more than they save
             # time on a CPU that DALI keeps busy: num_parallel_fragments of them, 1 by default.
             loading = self.storage.fragment_loading
             threads = min(self.storage.max_workers, max(1, loading.num_parallel_fragments))
-            self.pool = ThreadPoolExecutor(threads, thread_name_prefix="dali-asr-read")
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="dali-asr-read")
         self.stages = self._make_stages()
         if carry is not None:
             self.stages.load_rngs(carry)
-        if state is not None:
-            self.restore_source(state["source"])
-            self.stages.restore(state["stages"], self._lookup)
-            self._lookup_cache.clear()
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None:
+            self.source.load_state_dict(loaded["source"])
+            self.stages.load_state_dict(loaded["stages"])
+            self.lookup.clear()
         self.replayed = 0
         self.reader.audio_enabled = replay == 0
         try:
-            for batch in self.stages.run(self.examples(with_audio), self.finite):
+            for batch in self.stages.run(self.source.examples(with_audio, pool), self.finite):
                 if limit is not None and self.stages.emitted > limit:
                     return
                 if self.replayed < replay:
@@ -168,20 +175,23 @@ class _Planner:
                 if count:
                     self.report.add(None, reason, count)
         finally:
-            if self.pool is not None:
+            if pool is not None:
                 # wait: at most the reads in flight, and no thread outlives the plan
-                self.pool.shutdown(wait=True, cancel_futures=True)
-                self.pool = None
+                pool.shutdown(wait=True, cancel_futures=True)
 
     def carry(self) -> dict[str, Any]:
         """The RNG states at the end of a plan, for the next epoch's (see ``batches``)."""
         assert self.stages is not None
         return self.stages.rngs()
 
-    def snapshot(self) -> dict[str, Any]:
+    def state_dict(self) -> PlanState:
         """The plan's state after the batches yielded so far: positions, RNG states, keys."""
-        assert self.stages is not None, "snapshot() between batches of batches()"
-        return {"source": self.source_state(), "stages": self.stages.snapshot()}
+        assert self.stages is not None, "state_dict() between batches of batches()"
+        return {"source": self.source.state_dict(), "stages": self.stages.state_dict()}
+
+    def load_state_dict(self, state: PlanState) -> None:
+        """Continue from ``state`` on the next ``batches()``."""
+        self._loaded = state
 
     def _make_stages(self) -> Stages:
         return Stages(
@@ -190,6 +200,7 @@ class _Planner:
             BlockShuffler(self.task.batch_shuffle_window, self.task.seed + 1),
             self._keep_length,
             self._accept,
+            self.lookup,
         )
 
     def _accept(self, ex: Example) -> bool:
@@ -201,21 +212,6 @@ class _Planner:
         if self.task.remove_unknown:
             ex.tokens = ex.tokens[ex.tokens != self.tokenizer.unk_idx]
         return True
-
-    def _lookup(self, key: list[int]) -> Example:
-        """An example of a saved state, read again (metadata only; audio comes later)."""
-        file_index, group, row = key
-        cached = self._lookup_cache.get((file_index, group))
-        if cached is None:
-            ref = self._refs[(file_index, group)]
-            cached = self._lookup_cache[(file_index, group)] = self.reader.read(ref, False)
-        return cached[row]
-
-    def source_state(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def restore_source(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError
 
     def _keep_length(self, ex: Example) -> bool:
         if ex.audio_size < self.task.min_audio_len:
@@ -235,26 +231,10 @@ class SinglePassPlanner(_Planner):
 
     def __init__(self, inputs: PlanInputs, file_indices: range | None = None) -> None:
         super().__init__(inputs)
+        refs = self.row_groups
         if file_indices is not None:
-            self.row_groups = [r for r in self.row_groups if r.file_index in file_indices]
-        self._position = (0, 0)
-
-    def examples(self, with_audio: bool) -> Iterator[Example]:
-        """Rows in file order from ``self._position`` = (row group index, rows consumed in it),
-        which is kept current for ``source_state()``."""
-        start, skip = self._position
-        refs = iter(self.row_groups[start:])
-        tables = ReadAhead(self.reader, refs, with_audio, self.read_ahead(), self.pool)
-        for index, rows in enumerate(tables, start=start):
-            for r in range(skip if index == start else 0, len(rows)):
-                self._position = (index, r + 1)
-                yield rows[r]
-
-    def source_state(self) -> dict[str, Any]:
-        return {"row_group_index": self._position[0], "rows_consumed": self._position[1]}
-
-    def restore_source(self, state: dict[str, Any]) -> None:
-        self._position = (int(state["row_group_index"]), int(state["rows_consumed"]))
+            refs = [r for r in refs if r.file_index in file_indices]
+        self.source = FileOrderSource(self.reader, refs, self.read_ahead())
 
 
 class ChainedPlanner:
@@ -266,36 +246,38 @@ class ChainedPlanner:
     def __init__(self, planners: list[SinglePassPlanner]) -> None:
         self.planners = planners
         self._part = 0
+        self._loaded: ChainedState | None = None
 
     def key(self, ex: Example) -> ExampleKey:
         return self.planners[0].key(ex)
 
     def batches(
-        self,
-        with_audio: bool = False,
-        state: dict[str, Any] | None = None,
-        carry: dict[str, Any] | None = None,
-        replay: int = 0,
+        self, with_audio: bool = False, carry: dict[str, Any] | None = None, replay: int = 0
     ) -> Iterator[list[Example]]:
         """Each split in turn; ``carry`` is ignored (every split starts its RNGs afresh)."""
-        start = state["part"] if state else 0
+        loaded, self._loaded = self._loaded, None
+        start = loaded["part"] if loaded else 0
         for i in range(start, len(self.planners)):
             self._part = i
-            inner = state["inner"] if state and i == start else None
-            yield from self.planners[i].batches(with_audio, inner, replay=replay)
+            if loaded and i == start:
+                self.planners[i].load_state_dict(loaded["inner"])
+            yield from self.planners[i].batches(with_audio, replay=replay)
             replay -= self.planners[i].replayed  # a replay may run past a split's end
 
-    def snapshot(self) -> dict[str, Any]:
-        return {"part": self._part, "inner": self.planners[self._part].snapshot()}
+    def state_dict(self) -> ChainedState:
+        return {"part": self._part, "inner": self.planners[self._part].state_dict()}
+
+    def load_state_dict(self, state: ChainedState) -> None:
+        self._loaded = state
 
     def carry(self) -> dict[str, Any]:
         return {}
 
 
 class TrainStreamPlanner(_Planner):
-    """The endless training stream of one rank: per-partition row-group permutations (seed
-    ``fragment_streaming.seed + i`` for partition i, 1-based, at every world size), dealt
-    round-robin to ranks, mixed by the weighted sampler (``sampling_seed``)."""
+    """The endless training stream of one rank: its partitions (weighted by the stats TSV, or
+    one stream of everything) mixed by a ``MixtureSource``; row-group permutations seeded
+    ``fragment_streaming.seed + i`` for partition i (1-based) at every world size."""
 
     finite = False
 
@@ -309,10 +291,6 @@ class TrainStreamPlanner(_Planner):
     ) -> None:
         super().__init__(inputs, cache_dir)
         storage, files = inputs.storage, inputs.files
-        self.reference_quirks = reference_quirks
-        self._restored: dict[str, Any] | None = None
-        self.rank = rank
-        self.world_size = world_size
         partitions = group_partitions(files.files, self.row_groups)
         weights = load_weights(
             partitions, storage.dataset_summary_path, storage.beta_corpus, storage.beta_language
@@ -328,71 +306,23 @@ class TrainStreamPlanner(_Planner):
                 p.index = i
             self.partitions = [p for p, _ in kept]
             self.weights = [w for _, w in kept]
-        self.streams: list[PartitionStream] = []
-        self._prefix: deque[list[int]] = deque()
+        seed = storage.fragment_streaming.seed
+        self.source = MixtureSource(
+            self.partitions,
+            self.weights,
+            self.reader,
+            self.lookup,
+            # the reference's quirk: the world size shifts the seeds
+            seed=seed + world_size if reference_quirks else seed,
+            sampling_seed=storage.sampling_seed,
+            rank=rank,
+            world_size=world_size,
+            depth=self.read_ahead(),
+            warm_up=reference_quirks,
+        )
 
     def example_window(self) -> int:
         window = self.task.example_shuffle_window
         if window == 0:
             window = sum(ref.num_rows for ref in self.row_groups)
         return window
-
-    def num_streams(self) -> int:
-        return len(self.partitions)
-
-    def examples(self, with_audio: bool) -> Iterator[Example]:
-        seed = self.storage.fragment_streaming.seed
-        if self.reference_quirks:
-            seed += self.world_size
-        restored = self._restored
-        self.streams = [
-            PartitionStream(
-                p,
-                seed + p.index,
-                self.reader,
-                with_audio,
-                Cursor.from_state(restored["streams"][i])
-                if restored
-                else Cursor([], self.rank, self.world_size),
-                self.read_ahead(),
-                self.pool,
-            )
-            for i, p in enumerate(self.partitions)
-        ]
-        self.sampler = WeightedSampler(self.weights, self.storage.sampling_seed)
-        self._prefix = deque(restored["prefix"]) if restored else deque()
-        if restored:
-            self.sampler.load_state_dict(restored["sampler"])
-        elif self.reference_quirks:
-            # The reference warms each partition pipeline up by pulling one example.
-            for stream in self.streams:
-                next(stream)
-        mixed = iter(self.streams[0]) if len(self.streams) == 1 else self._mixture()
-        return itertools.chain(self._prefixed(), mixed)
-
-    def _prefixed(self) -> Iterator[Example]:
-        """Examples an elastic resume dealt to this rank (read, not consumed, by the old ranks):
-        they come before the partition streams (metadata now, audio when their batch comes)."""
-        while self._prefix:
-            ex = self._lookup(self._prefix[0])
-            self._prefix.popleft()
-            yield ex
-        self._lookup_cache.clear()
-
-    def _mixture(self) -> Iterator[Example]:
-        """The reference's ``DataPipeline.sample`` over endless streams. It buffers one
-        look-ahead example per stream and returns the picked stream's buffer; the streams are
-        independent, so taking the picked stream's next example is the same sequence, without
-        reading a row group of every partition before the first batch."""
-        while True:
-            yield next(self.streams[self.sampler.pick()])
-
-    def source_state(self) -> dict[str, Any]:
-        return {
-            "prefix": list(self._prefix),
-            "streams": [s.cursor().as_state() for s in self.streams],
-            "sampler": self.sampler.state_dict(),
-        }
-
-    def restore_source(self, state: dict[str, Any]) -> None:
-        self._restored = state

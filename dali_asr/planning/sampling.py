@@ -11,13 +11,19 @@ float32, their running sums are float32 and are divided by the total unless it i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
 from dali_asr.batching.rng import Mt19937
 
-__all__ = ["WeightedSampler"]
+__all__ = ["SamplerState", "WeightedSampler"]
+
+
+class SamplerState(TypedDict):
+    num_weights: int
+    rng: dict[str, Any]
+    """``Mt19937.state_dict()``."""
 
 
 _REL_TOL = np.float32(0.0001)
@@ -103,11 +109,11 @@ class WeightedSampler:
                 hi = mid
         return lo
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self) -> SamplerState:
         """Return a JSON-serialisable state (RNG and the number of weights)."""
         return {"num_weights": len(self._cumsums), "rng": self._rng.state_dict()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: SamplerState) -> None:
         """Restore :meth:`state_dict` output; the weights must have the same length."""
         if int(state["num_weights"]) != len(self._cumsums):
             raise ValueError(

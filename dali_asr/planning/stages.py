@@ -12,11 +12,32 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 from dali_asr.batching.batcher import Batcher
 from dali_asr.batching.shuffle import BlockShuffler
 from dali_asr.storage.examples import Example
+
+
+class BatcherState(TypedDict):
+    waiting: list[list[int]]
+    """``Batcher.export_waiting`` rows: plain ints ending in each example's key."""
+    rng: NotRequired[dict[str, Any]]
+
+
+class StagesState(TypedDict):
+    """The stages between two batches: batches emitted, whether the source has ended, the RNG
+    states, and the keys ``[file index, row group, row]`` of every waiting example."""
+
+    emitted: int
+    flushed: bool
+    shuffler: dict[str, Any]
+    shuffled_waiting: list[list[int]]
+    pending_examples: list[list[int]]
+    batcher: BatcherState
+    batch_shuffler: dict[str, Any]
+    batches_waiting: list[list[list[int]]]
+    pending_batches: list[list[list[int]]]
 
 
 def key_of(ex: Example) -> list[int]:
@@ -24,7 +45,8 @@ def key_of(ex: Example) -> list[int]:
 
 
 class Stages:
-    """Runs the stages over an example source; ``snapshot()`` between two yielded batches."""
+    """Runs the stages over an example source; ``state_dict()`` between two yielded batches.
+    ``lookup`` turns a saved key back into its example (``load_state_dict``)."""
 
     def __init__(
         self,
@@ -33,19 +55,21 @@ class Stages:
         batch_shuffler: BlockShuffler[list[Example]],
         keep_length: Callable[[Example], bool],
         accept: Callable[[Example], bool],
+        lookup: Callable[[list[int]], Example],
     ) -> None:
         self.shuffler = shuffler
         self.batcher = batcher
         self.batch_shuffler = batch_shuffler
         self.keep_length = keep_length
         self.accept = accept
+        self.lookup = lookup
         self.pending_examples: deque[Example] = deque()
         self.pending_batches: deque[list[Example]] = deque()
         self.emitted = 0
         self.flushed = False
 
     def run(self, source: Iterator[Example], finite: bool) -> Iterator[list[Example]]:
-        """Yield batches; between two yields the state is consistent for ``snapshot()``."""
+        """Yield batches; between two yields the state is consistent for ``state_dict()``."""
         while True:
             if self.pending_batches:
                 batch = self.pending_batches.popleft()
@@ -84,6 +108,7 @@ class Stages:
     # -- state ---------------------------------------------------------------------------------
 
     def rngs(self) -> dict[str, Any]:
+        """The RNG states alone: what the next epoch continues from (the reference's reset)."""
         out = {
             "shuffler": self.shuffler.state_dict(),
             "batch_shuffler": self.batch_shuffler.state_dict(),
@@ -99,7 +124,7 @@ class Stages:
         if "batcher" in rngs:
             self.batcher.load_state_dict(rngs["batcher"])
 
-    def snapshot(self) -> dict[str, Any]:
+    def state_dict(self) -> StagesState:
         """JSON-serialisable: RNG states and the keys of every waiting example."""
         return {
             "emitted": self.emitted,
@@ -113,14 +138,15 @@ class Stages:
             "pending_batches": [[key_of(ex) for ex in b] for b in self.pending_batches],
         }
 
-    def _batcher_state(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"waiting": self.batcher.export_waiting(key_of)}
+    def _batcher_state(self) -> BatcherState:
+        out: BatcherState = {"waiting": self.batcher.export_waiting(key_of)}
         if rng := self.batcher.state_dict():
             out["rng"] = rng
         return out
 
-    def restore(self, state: dict[str, Any], lookup: Callable[[list[int]], Example]) -> None:
-        """Load ``snapshot()`` output; ``lookup`` turns a key back into its example."""
+    def load_state_dict(self, state: StagesState) -> None:
+        """Load ``state_dict()`` output; the waiting examples are read again by ``lookup``."""
+        lookup = self.lookup
         self.emitted = int(state["emitted"])
         self.flushed = bool(state["flushed"])
         self.shuffler.load_state_dict(state["shuffler"])
@@ -136,16 +162,16 @@ class Stages:
         self.batcher.import_waiting(state["batcher"]["waiting"], lookup, lambda ex: ex.audio_size)
 
 
-def snapshot_keys(state: dict[str, Any]) -> list[list[int]]:
-    """Every example key in a ``Stages.snapshot()``, the furthest along first (batches, then
+def waiting_keys(state: StagesState) -> list[list[int]]:
+    """Every example key in a ``Stages.state_dict()``, the furthest along first (batches, then
     the batcher, then the examples before it)."""
     keys = [k for b in state["pending_batches"] + state["batches_waiting"] for k in b]
     keys += [w[-3:] for w in state["batcher"]["waiting"]]
     return keys + list(state["pending_examples"]) + list(state["shuffled_waiting"])
 
 
-def drained(state: dict[str, Any]) -> dict[str, Any]:
-    """A ``Stages.snapshot()`` with its RNG states and batch count, and nothing waiting."""
+def drained(state: StagesState) -> StagesState:
+    """A ``Stages.state_dict()`` with its RNG states and batch count, and nothing waiting."""
     return {
         **state,
         "flushed": False,

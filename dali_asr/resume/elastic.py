@@ -27,14 +27,17 @@ import contextlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from dali_asr.errors import ConfigError
-from dali_asr.planning.stages import drained, snapshot_keys
+from dali_asr.planning.planners import PlanState
+from dali_asr.planning.sources import MixturePosition
+from dali_asr.planning.stages import drained, waiting_keys
 from dali_asr.planning.streaming import Cursor
 from dali_asr.report import SkipReport
+from dali_asr.resume.state import LoaderState
 
-State = dict[str, Any]
+State = LoaderState
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,7 @@ class Target:
     endless: bool
     rank: int
     world_size: int
-    plan_config: State
+    plan_config: dict[str, Any]
     """The new loader's ``resume.state.plan_config``: what its state's ``config`` will say."""
     reference_train_stream: bool
     planner: Callable[[SkipReport, int, int], Any]
@@ -96,33 +99,39 @@ def redistribute(states: list[State], loader: Target) -> State:
     if not int(first["consumed"]):
         return {**new, "state_at": 0, "plan_state": None}  # nothing read yet
     exact = [exact_position(s, loader, r) for r, s in enumerate(states)]
+    sources = [cast(MixturePosition, p["source"]) for p in exact]
     rank, world = loader.rank, loader.world_size
-    waiting = [k for p in exact for k in snapshot_keys(p["stages"]) + p["source"]["prefix"]]
+    waiting = [
+        k for p, src in zip(exact, sources, strict=True)
+        for k in waiting_keys(p["stages"]) + src["prefix"]
+    ]  # fmt: skip
     streams = [
-        deal_positions([Cursor.from_state(p["source"]["streams"][i]) for p in exact], world)[rank]
-        for i in range(len(exact[0]["source"]["streams"]))
+        deal_positions([Cursor.from_state(src["streams"][i]) for src in sources], world)[rank]
+        for i in range(len(sources[0]["streams"]))
     ]
-    source = {
+    source: MixturePosition = {
         "prefix": waiting[rank::world],
         "streams": [c.as_state() for c in streams],
-        "sampler": exact[0]["source"]["sampler"],
+        "sampler": sources[0]["sampler"],
     }
-    plan = {"source": source, "stages": drained(exact[0]["stages"])}
+    plan: PlanState = {"source": source, "stages": drained(exact[0]["stages"])}
     return {**new, "state_at": int(first["consumed"]), "plan_state": plan}
 
 
-def exact_position(state: State, loader: Target, rank: int) -> State:
+def exact_position(state: State, loader: Target, rank: int) -> PlanState:
     """Old rank ``rank``'s plan state after the batches its loop received: the saved state,
     then the ones after it replayed from metadata."""
     skip = int(state["consumed"]) - int(state["state_at"])
     if skip == 0 and state["plan_state"] is not None:
-        return state["plan_state"]
+        return cast(PlanState, state["plan_state"])
     planner = loader.planner(SkipReport(), rank, int(state["config"]["world_size"]))
-    plan = planner.batches(False, state=state["plan_state"], carry=state.get("carry"))
+    if state["plan_state"] is not None:
+        planner.load_state_dict(state["plan_state"])
+    plan = planner.batches(False, carry=state["carry"])
     with contextlib.closing(plan):
         for _ in itertools.islice(plan, skip):
             pass
-        return planner.snapshot()
+        return cast(PlanState, planner.state_dict())
 
 
 def deal_positions(cursors: list[Cursor], world_size: int) -> list[Cursor]:

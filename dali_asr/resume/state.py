@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from typing import Any
+from typing import Any, TypedDict
 
 from dali_asr.config import LoaderConfig
 from dali_asr.errors import ConfigError
+from dali_asr.planning.epoch_plan import Resume
+from dali_asr.planning.planners import ChainedState, PlanState
 
 FORMAT_VERSION = 2
 
@@ -24,6 +26,67 @@ _OLD_FORMATS = {
     1: " (version 1 predates elastic resume of training streams, whose row-group positions "
     "it cannot express: resume with the dali-asr that saved it, or start afresh)",
 }
+
+
+class DatasetFingerprint(TypedDict):
+    files: int
+    row_groups: int
+    sha256: str
+
+
+class LoaderState(TypedDict):
+    """``AsrLoader.state_dict()``: a plain JSON-serialisable dict of these keys."""
+
+    format_version: int
+    epoch: int
+    """The epoch's number, from 1."""
+    epoch_finished: bool
+    consumed: int
+    """Batches of the epoch's plan the training loop has received (all ranks' of a dealt pass)."""
+    state_at: int
+    """How many batches into the plan ``plan_state`` was taken."""
+    plan_state: PlanState | ChainedState | None
+    """The planner's ``state_dict()`` then; None: the epoch's start."""
+    dataset: DatasetFingerprint
+    config: dict[str, Any]
+    """``plan_config``: every setting that shapes the plan, with the rank and world size."""
+    carry: dict[str, Any] | None
+    """The RNG states the epoch started from (the previous epoch's ``carry()``)."""
+    skipped: dict[str, int]
+    """Examples skipped so far, by reason (``SkipReport.counts``)."""
+
+
+def loader_state(
+    epoch: int,
+    finished: bool,
+    point: Resume | None,
+    carry: dict[str, Any] | None,
+    dataset: DatasetFingerprint,
+    config: dict[str, Any],
+    skipped: dict[str, int],
+) -> LoaderState:
+    """The loader's state at ``point`` (None: nothing consumed) of epoch ``epoch``."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "epoch": max(epoch, 1),
+        "epoch_finished": finished,
+        "consumed": point.at + point.skip if point else 0,
+        "state_at": point.at if point else 0,
+        "plan_state": point.state if point else None,
+        "dataset": dataset,
+        "config": config,
+        "carry": carry,
+        "skipped": skipped,
+    }
+
+
+def resume_point(state: LoaderState) -> Resume | None:
+    """Where an unfinished epoch of ``state`` continues; None when the epoch had ended."""
+    if state["epoch_finished"]:
+        return None
+    at = int(state["state_at"])
+    return Resume(at, state["plan_state"], int(state["consumed"]) - at)
+
 
 # dali_asr settings that change the plan (the rest only change how batches are computed).
 _PLAN_SETTINGS = ("sort_window", "reference_train_stream")
@@ -59,7 +122,7 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-def dataset_fingerprint(files, row_groups) -> dict[str, Any]:
+def dataset_fingerprint(files, row_groups) -> DatasetFingerprint:
     """Files (relative paths) and row-group sizes: what the plan's keys refer to."""
     digest = hashlib.sha256()
     for f in files:
@@ -69,12 +132,15 @@ def dataset_fingerprint(files, row_groups) -> dict[str, Any]:
     return {"files": len(files), "row_groups": len(row_groups), "sha256": digest.hexdigest()}
 
 
-def check_compatible(
-    saved: dict[str, Any], dataset: dict[str, Any], config: dict[str, Any]
-) -> None:
-    """Raise ConfigError naming what changed between a saved state and this loader. Rank and
-    world size may differ: which rank continues from which state is
+def check_compatible(saved: Any, dataset: DatasetFingerprint, config: dict[str, Any]) -> None:
+    """Raise ConfigError naming what is wrong with a saved state for this loader: not a
+    state, another format version, a missing key, another dataset or other settings. Rank
+    and world size may differ: which rank continues from which state is
     ``dali_asr.resume.elastic``'s."""
+    if not isinstance(saved, dict):
+        raise ConfigError(
+            f"resume state must be a dict (AsrLoader.state_dict()), got {type(saved).__name__}"
+        )
     version = saved.get("format_version")
     if version != FORMAT_VERSION:
         raise ConfigError(
@@ -82,6 +148,9 @@ def check_compatible(
             f"{FORMAT_VERSION}"
             + (_OLD_FORMATS.get(version, "") if isinstance(version, int) else "")
         )
+    missing = [k for k in LoaderState.__annotations__ if k not in saved]
+    if missing:
+        raise ConfigError(f"resume state lacks the keys {missing}: is it AsrLoader.state_dict()?")
     old = saved["dataset"]
     if old != dataset:
         raise ConfigError(

@@ -97,6 +97,29 @@ class ExampleReader:
         return out
 
 
+class KeyLookup:
+    """Examples of a saved state, by key ``[file index, row group, row]``, read again from
+    their row groups (metadata only; the audio is read when their batch comes). Each row group
+    is read once until :meth:`clear`."""
+
+    def __init__(self, reader: ExampleReader, row_groups: Sequence[RowGroupRef]) -> None:
+        self.reader = reader
+        self._refs = {(r.file_index, r.row_group): r for r in row_groups}
+        self._cache: dict[tuple[int, int], list[Example]] = {}
+
+    def __call__(self, key: Sequence[int]) -> Example:
+        file_index, group, row = key
+        rows = self._cache.get((file_index, group))
+        if rows is None:
+            rows = self._cache[(file_index, group)] = self.reader.read(
+                self._refs[(file_index, group)], False
+            )
+        return rows[row]
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
 def fill_audio(
     examples: list[Example], files: ParquetFiles, refs: dict[tuple[int, int], RowGroupRef]
 ) -> None:

@@ -51,23 +51,28 @@ class OpenedDataset:
         return load_tokenizer(None, Path(self.root))
 
 
+def size_pyarrow_pools(pa_cpu_count: int) -> None:
+    """Size pyarrow's CPU and I/O thread pools, as the reference's ``pa_cpu_count`` does when
+    it builds its pipeline. They are the whole process's pools (every pyarrow user in it
+    shares them), so only a caller that owns the process asks for this (``dali-asr`` does;
+    ``AsrLoader(size_pyarrow_pools=True)``)."""
+    if pa_cpu_count > 0:
+        pa.set_cpu_count(pa_cpu_count)
+        pa.set_io_thread_count(pa_cpu_count)
+
+
 def open_dataset(
     data: str | Path,
     splits: list[str],
     *,
     partition_filters: str | list[str] | None = None,
     use_threads: bool = False,
-    pa_cpu_count: int = 0,
     filesystem: pafs.FileSystem | None = None,
 ) -> OpenedDataset:
     """The files of ``splits`` (each in path order), filtered by ``partition_filters`` on every
-    split (the reference filters training streams only). ``pa_cpu_count`` > 0 sets pyarrow's
-    process-wide CPU and I/O pools, as the reference's option does."""
+    split (the reference filters training streams only)."""
     fs, local = open_filesystem(data, filesystem)
     remote = filesystem is not None or not isinstance(fs, pafs.LocalFileSystem)
-    if pa_cpu_count > 0:
-        pa.set_cpu_count(pa_cpu_count)
-        pa.set_io_thread_count(pa_cpu_count)
     if not remote and is_manifest_dir(Path(local)):
         return _open_manifest(Path(local), splits)
     remote_fs = fs if remote else None

@@ -139,7 +139,10 @@ def _loader(
 ):
     from dali_asr.loader import AsrLoader
 
-    loader = AsrLoader(args.data, args.split, config, args.tokenizer, rank, world_size)
+    # the command owns its process: pyarrow's pools are sized as the reference sizes them
+    loader = AsrLoader(
+        args.data, args.split, config, args.tokenizer, rank, world_size, size_pyarrow_pools=True
+    )
     loader.report.on_skip = _print_skip
     return loader
 

@@ -64,7 +64,7 @@ def test_realised_partition_shares_match_weights(espeak_root: Path, espeak_token
     files = loader.files.files
     counts = Counter(
         (files[ex.file_index].corpus, files[ex.file_index].language)
-        for ex in islice(planner.examples(with_audio=False), n)
+        for ex in islice(planner.source.examples(False, None), n)
     )
     hours = read_stats_tsv(espeak_root / "language_distribution_0.tsv")
     target = partition_weights(hours, 0.5, 0.5)

@@ -25,7 +25,7 @@ from conftest import partition_dir, read_espeak_rows, write_parquet, write_stats
 from dali_asr.config import config_from_dict
 from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
-from dali_asr.planning.stages import snapshot_keys
+from dali_asr.planning.stages import waiting_keys
 from dali_asr.planning.streaming import Cursor, PartitionStream, row_group_order
 from dali_asr.resume.elastic import own_state
 from dali_asr.storage.examples import example_key
@@ -111,7 +111,7 @@ class Ledger:
     def to_come(self, state: dict) -> Counter[str]:
         """One rank's examples still to come, in the first permutation."""
         plan = state["plan_state"]
-        keys = snapshot_keys(plan["stages"]) + plan["source"]["prefix"]
+        keys = waiting_keys(plan["stages"]) + plan["source"]["prefix"]
         for part, saved in zip(self.planner.partitions, plan["source"]["streams"], strict=True):
             cursor, size = Cursor.from_state(saved), len(part.row_groups)
             order = row_group_order(size, self.seed + part.index)
