@@ -48,7 +48,7 @@ __all__ = [
 
 
 def make_batcher(task: AsrTaskConfig, sort_window: int = 1000) -> Batcher[Any]:
-    """The batching stage for a task config (T6): the reference's STATIC or LENGTH, or
+    """The batching stage for a task config: the reference's STATIC or LENGTH, or
     LENGTH_SORTED (dali-asr's: sort ``sort_window`` examples, cut under the same budget)."""
     if task.batching_strategy is BatchingStrategy.STATIC:
         return StaticBatcher(task.batch_size, drop_remainder=task.drop_remainder)

@@ -1,4 +1,5 @@
-"""Text filters of the reference ``AsrTask`` (pipeline stages T3-T5).
+"""Text filters of the reference ``AsrTask``: the planning stages between the example shuffle
+and the batcher.
 
 Order, as in the reference: empty text and "too fast" speech are checked on the raw string,
 then the text is tokenised, then all-unknown and (optional) long-text filters run on the tokens.
