@@ -41,6 +41,7 @@ from dali_asr.resume.state import (
     plan_config,
     resume_point,
 )
+from dali_asr.storage.examples import AudioCache
 from dali_asr.storage.opening import CacheFolder, open_dataset
 from dali_asr.storage.opening import size_pyarrow_pools as size_pools
 from dali_asr.telemetry import Telemetry
@@ -141,7 +142,6 @@ class AsrLoader:
                 self.rank if rank is None else rank,
                 self.world_size if world is None else world,
                 self.config.dali_asr.reference_train_stream,
-                self._cache.path(),
             )
         planners = [SinglePassPlanner(inputs, file_indices=s) for s in self.segments]
         return planners[0] if len(planners) == 1 else ChainedPlanner(planners)
@@ -172,10 +172,12 @@ class AsrLoader:
         resume, self._resume = self._resume, None
         # a restored plan state overrides these RNGs; one taken at the epoch's start has none
         carry = self._carry
-        files, every, final = self.files, settings.state_every, []
+        every, final = settings.state_every, []
+        capacity = settings.audio_cache_row_groups or planner.audio_cache_size()
+        audio = AudioCache(self.files, capacity, self._cache.path())
         deal = self._deal()
         feeder = Feeder(
-            plan=lambda: planned_batches(planner, files, resume, every, carry, final, deal),
+            plan=lambda: planned_batches(planner, audio, resume, every, carry, final, deal),
             maker=self.batch_maker(),
             settings=PipelineSettings(
                 max_batch_size=max_batch_size(self.task),
@@ -245,9 +247,7 @@ class AsrLoader:
         self._planning = (planner, resume.at + resume.skip if resume else 0)
         deal = self._deal()
         world = deal.world_size if deal else 1
-        for planned in planned_batches(
-            planner, self.files, resume, 0, self._carry, [], deal, with_audio=False
-        ):
+        for planned in planned_batches(planner, None, resume, 0, self._carry, [], deal):
             self._planning = (planner, (planned.index // world + 1) * world)
             yield planned.examples
 

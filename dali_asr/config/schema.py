@@ -210,6 +210,12 @@ class DaliAsrSettings:
     from metadata."""
     sort_window: int = 1000
     """LENGTH_SORTED: examples sorted together; memory is this many examples."""
+    audio_cache_row_groups: int | None = None
+    """A training stream plans from metadata and reads the audio of a row group when a planned
+    batch first needs it, keeping this many row groups' audio for the batches after (least
+    recently used out). None = enough for every partition's row groups in flight and the
+    example shuffle window (``planners.audio_cache_size``); lower it to cap memory when row
+    groups are large, at the cost of reading some again."""
     reference_train_stream: bool = False
     """Reproduce the reference's training stream batch for batch, quirks included: partition
     seeds offset by the world size and each partition's first example discarded."""
@@ -274,6 +280,11 @@ class LoaderConfig:
         _require(d.pad_to_multiple >= 1, "dali_asr.pad_to_multiple", ">= 1")
         _require(d.sort_window >= 1, "dali_asr.sort_window", ">= 1")
         _require(d.state_every >= 1, "dali_asr.state_every", ">= 1")
+        _require(
+            d.audio_cache_row_groups is None or d.audio_cache_row_groups >= 1,
+            "dali_asr.audio_cache_row_groups",
+            ">= 1 or null",
+        )
         _require(d.decode_batch >= 1, "dali_asr.decode_batch", ">= 1")
         _require(
             d.decode_samples is None or d.decode_samples >= 1,

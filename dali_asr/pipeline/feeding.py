@@ -117,7 +117,6 @@ class Feeder:
         self.batches_dropped = 0
         """Planned batches every example of which was bad (not delivered)."""
         self._source_end: object = END
-        _stop_at_exit()
         _LIVE.add(self)
         self.threads = [
             threading.Thread(target=self._plan, name="dali-asr-plan", daemon=True),
@@ -282,6 +281,9 @@ class Feeder:
 
     def _feed(self) -> None:
         try:
+            # Importing DALI takes a third of a second: here, the planning thread is already
+            # planning the first batch meanwhile.
+            _stop_at_exit()
             pipe = self._build()
             while not self._stop.is_set():
                 try:

@@ -12,7 +12,7 @@ import numpy as np
 
 from dali_asr.planning import sharding
 from dali_asr.planning.planners import ChainedState, PlanState
-from dali_asr.storage.examples import Example, fill_audio
+from dali_asr.storage.examples import AudioCache, Example
 
 
 @dataclass
@@ -50,29 +50,27 @@ class Deal:
 
 def planned_batches(
     planner,
-    files,
+    audio: AudioCache | None,
     resume: Resume | None,
     every: int,
     carry: dict | None,
     final: list,
     deal: Deal | None = None,
-    with_audio: bool = True,
 ) -> Iterator[Planned]:
     """The planner's batches with their global indices and periodic states (every ``every``
-    batches; 0 = none): what the feeder feeds, and (``with_audio`` False) ``AsrLoader.plan``.
+    batches; 0 = none): what the feeder feeds, and (``audio`` None: no audio) ``AsrLoader.plan``.
 
-    A resumed plan replays its last ``skip`` batches without reading audio. With ``deal``
-    every rank runs the whole plan from metadata and reads audio only for its own batches.
-    The audio of examples without any (restored, or planned from metadata) is read when
-    their batch comes. ``carry`` continues the RNGs of the previous epoch (as the reference's
-    reset keeps them); ``final`` receives this epoch's at its end."""
-    refs = {(r.file_index, r.row_group): r for r in files.row_groups()}
+    A single pass plans with its examples' audio attached as it reads them (its windows are
+    small). A training stream, a dealt pass (every rank plans the whole pass and feeds its own
+    batches) and a restored plan's replay plan from metadata alone; the examples of a batch
+    that has no audio get theirs from ``audio`` when the batch comes. ``carry`` continues the
+    RNGs of the previous epoch (as the reference's reset keeps them); ``final`` receives this
+    epoch's at its end."""
     dealing = deal is not None and deal.world_size > 1
     if resume is not None and resume.state is not None:
         planner.load_state_dict(resume.state)
-    plan = planner.batches(
-        with_audio=with_audio and not dealing, carry=carry, replay=resume.skip if resume else 0
-    )
+    attach = audio is not None and planner.finite and not dealing
+    plan = planner.batches(with_audio=attach, carry=carry, replay=resume.skip if resume else 0)
     start = resume.at + resume.skip if resume else 0
     latest: list = [resume.at if resume else 0, resume.state if resume else None]
 
@@ -87,7 +85,7 @@ def planned_batches(
     with contextlib.closing(plan):
         rank, world, total = (deal.rank, deal.world_size, deal.total) if dealing else (0, 1, 0)
         for g, batch in sharding.own_batches(indexed(), rank, world, total):
-            if with_audio:
-                fill_audio(batch, files, refs)
+            if audio is not None:
+                audio.fill(batch)
             yield Planned(g, batch, latest[0], latest[1])
         final.append(planner.carry())

@@ -106,7 +106,7 @@ class _Planner:
 
     finite = True
 
-    def __init__(self, inputs: PlanInputs, cache_dir: str | None = None) -> None:
+    def __init__(self, inputs: PlanInputs) -> None:
         self.files, self.task, self.tokenizer = inputs.files, inputs.task, inputs.tokenizer
         self.report, self.storage = inputs.report, inputs.storage
         self.sort_window = inputs.sort_window
@@ -115,7 +115,7 @@ class _Planner:
         text_filter = TextFilter(
             self.task.min_samples_per_char, self.task.filter_long_text_threshold, self.tokenizer
         )
-        self.reader = ExampleReader(self.files, text_filter, cache_dir)
+        self.reader = ExampleReader(self.files, text_filter)
         self.row_groups = self.files.row_groups()
         self.lookup = KeyLookup(self.reader, self.row_groups)
         self.source: ExampleSource
@@ -127,6 +127,18 @@ class _Planner:
 
     def example_window(self) -> int:
         return self.task.example_shuffle_window
+
+    def audio_cache_size(self) -> int:
+        """Row groups whose audio a plan from metadata keeps (``AudioCache``): each stream's
+        row groups in flight (read ahead, and the one being served), and as many again as the
+        example shuffle window spans, so that a waiting example's row group is rarely read
+        twice."""
+        rows = sum(r.num_rows for r in self.row_groups) / max(1, len(self.row_groups))
+        window = -(-self.example_window() // max(1, int(rows)))
+        return self.num_streams() * (self.read_ahead() + 1) + window + 1
+
+    def num_streams(self) -> int:
+        return 1
 
     def read_ahead(self) -> int:
         """Row groups read ahead per stream: ``nb_prefetch`` finished tables waiting, plus
@@ -264,6 +276,9 @@ class ChainedPlanner:
             yield from self.planners[i].batches(with_audio, replay=replay)
             replay -= self.planners[i].replayed  # a replay may run past a split's end
 
+    def audio_cache_size(self) -> int:
+        return max(p.audio_cache_size() for p in self.planners)
+
     def state_dict(self) -> ChainedState:
         return {"part": self._part, "inner": self.planners[self._part].state_dict()}
 
@@ -287,9 +302,8 @@ class TrainStreamPlanner(_Planner):
         rank: int = 0,
         world_size: int = 1,
         reference_quirks: bool = False,
-        cache_dir: str | None = None,
     ) -> None:
-        super().__init__(inputs, cache_dir)
+        super().__init__(inputs)
         storage, files = inputs.storage, inputs.files
         partitions = group_partitions(files.files, self.row_groups)
         weights = load_weights(
@@ -326,3 +340,6 @@ class TrainStreamPlanner(_Planner):
         if window == 0:
             window = sum(ref.num_rows for ref in self.row_groups)
         return window
+
+    def num_streams(self) -> int:
+        return len(self.partitions)

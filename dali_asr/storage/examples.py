@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,14 @@ import pyarrow as pa
 
 from dali_asr.keys import ExampleKey
 from dali_asr.storage.discovery import DataFile
-from dali_asr.storage.row_groups import AUDIO, LENGTH, TEXT, ParquetFiles, RowGroupRef
+from dali_asr.storage.row_groups import (
+    AUDIO,
+    LENGTH,
+    TEXT,
+    AudioColumn,
+    ParquetFiles,
+    RowGroupRef,
+)
 from dali_asr.text import TextFilter
 
 
@@ -60,16 +67,13 @@ def example_key(files: Sequence[DataFile], ex: Example) -> ExampleKey:
 
 
 class ExampleReader:
-    """Reads row groups into examples, in file order. With ``cache_dir`` each row group is
-    memory-mapped from a local copy and examples' audio are views of it; otherwise each
-    example's bytes are copied out so the row group's buffers are freed at once."""
+    """Reads row groups into examples, in file order. With audio, each example's bytes are
+    copied out, so the row group's buffers are freed at once (a view would pin the whole row
+    group in memory for as long as one of its examples waits in a bucket)."""
 
-    def __init__(
-        self, files: ParquetFiles, text_filter: TextFilter, cache_dir: str | Path | None = None
-    ) -> None:
+    def __init__(self, files: ParquetFiles, text_filter: TextFilter) -> None:
         self.files = files
         self.text_filter = text_filter
-        self.cache_dir = cache_dir
         self.audio_enabled = True
         """False while a restored plan is replayed to its saved point: no audio is read then
         (``fill_audio`` reads it later for the examples that are still to be delivered)."""
@@ -78,8 +82,6 @@ class ExampleReader:
         with_audio = with_audio and self.audio_enabled
         columns = [LENGTH, TEXT, AUDIO] if with_audio else [LENGTH, TEXT]
         table = self.files.read(ref, columns)
-        if with_audio and self.cache_dir is not None:
-            table = memory_mapped_copy(table, self.cache_dir)
         sizes = table.column(LENGTH).to_numpy().astype(np.int64, copy=False)
         texts = [t or "" for t in table.column(TEXT).to_pylist()]
         tokens, reasons = self.text_filter.apply_batch(sizes, texts)
@@ -88,11 +90,7 @@ class ExampleReader:
         for r, (size, text, tok, reason) in enumerate(
             zip(sizes.tolist(), texts, tokens, reasons, strict=True)
         ):
-            blob = None
-            if audio is not None:
-                # Without the mapped copy, a view would pin the whole row group in memory for
-                # as long as one of its examples waits in a bucket.
-                blob = audio.row(r) if self.cache_dir is not None else audio.row(r).copy()
+            blob = audio.row(r).copy() if audio is not None else None
             out.append(Example(ref.file_index, ref.row_group, r, size, text, tok, reason, blob))
         return out
 
@@ -120,20 +118,58 @@ class KeyLookup:
         self._cache.clear()
 
 
-def fill_audio(
-    examples: list[Example], files: ParquetFiles, refs: dict[tuple[int, int], RowGroupRef]
-) -> None:
-    """Read the audio of examples that have none (restored from a state), one read per row
-    group; ``refs`` maps (file index, row group) to its RowGroupRef."""
-    missing: dict[tuple[int, int], list[Example]] = {}
-    for ex in examples:
-        if ex.audio is None:
-            missing.setdefault((ex.file_index, ex.row_group), []).append(ex)
-    for where, exs in missing.items():
-        ref = refs[where]
-        audio = files.audio_column(files.read(ref, [AUDIO]), ref)
-        for ex in exs:
-            ex.audio = audio.row(ex.row).copy()
+class AudioCache:
+    """The encoded audio of planned examples, read a row group at a time and kept for the next
+    batches that take examples of the same row group: the ``capacity`` row groups used last.
+    Examples get views of the row group's buffer (no copy). With ``cache_dir`` (the reference's
+    ``fragment_loading.cache``) each row group's audio is file-backed (``memory_mapped_copy``).
+    """
+
+    def __init__(
+        self, files: ParquetFiles, capacity: int, cache_dir: str | Path | None = None
+    ) -> None:
+        self.files, self.capacity, self.cache_dir = files, max(1, capacity), cache_dir
+        self._refs = {(r.file_index, r.row_group): r for r in files.row_groups()}
+        self._columns: OrderedDict[tuple[int, int], AudioColumn] = OrderedDict()
+        self.reads = 0
+        """Row groups whose audio was read (a read again after eviction counts again)."""
+
+    def __len__(self) -> int:
+        """Row groups held now."""
+        return len(self._columns)
+
+    def fill(self, examples: list[Example]) -> None:
+        """Give the examples that have no audio (planned from metadata, or restored) theirs.
+        The row groups not cached are read at once, on as many threads (up to 4; pyarrow
+        releases the GIL), since a batch's examples often come from several."""
+        needed = list(
+            dict.fromkeys((ex.file_index, ex.row_group) for ex in examples if ex.audio is None)
+        )
+        columns = {key: self._columns[key] for key in needed if key in self._columns}
+        missing = [key for key in needed if key not in columns]
+        if len(missing) > 1:
+            with ThreadPoolExecutor(min(4, len(missing)), "dali-asr-audio") as pool:
+                columns.update(zip(missing, pool.map(self._read, missing), strict=True))
+        else:
+            columns.update((key, self._read(key)) for key in missing)
+        for key in needed:
+            if key in self._columns:
+                self._columns.move_to_end(key)
+            else:
+                self._columns[key] = columns[key]
+        while len(self._columns) > self.capacity:
+            self._columns.popitem(last=False)
+        for ex in examples:
+            if ex.audio is None:
+                ex.audio = columns[(ex.file_index, ex.row_group)].row(ex.row)
+
+    def _read(self, key: tuple[int, int]) -> AudioColumn:
+        ref = self._refs[key]
+        table = self.files.read(ref, [AUDIO])
+        if self.cache_dir is not None:
+            table = memory_mapped_copy(table, self.cache_dir)
+        self.reads += 1
+        return self.files.audio_column(table, ref)
 
 
 class ReadAhead:

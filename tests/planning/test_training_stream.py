@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import partition_dir, write_parquet
 
@@ -244,3 +245,54 @@ def test_rank_and_world_size_come_from_torch_distributed(small_dataset: Path) ->
     assert resolve_rank(None, None) == (0, 1)
     with pytest.raises(ValueError, match="rank 3"):
         resolve_rank(3, 2)
+
+
+def test_the_stream_plans_from_metadata_and_reads_audio_per_planned_batch(
+    espeak_root: Path, espeak_tokenizer: Path
+) -> None:
+    """A training stream's first batch waits for its own row groups' audio, not for the
+    shuffle window's: audio is read when a planned batch needs it, once per row group while
+    the cache holds it, and it is each row's own bytes."""
+    from dali_asr.planning.epoch_plan import planned_batches
+    from dali_asr.storage.examples import AudioCache
+
+    config = train_config(espeak_root)
+    config.asr_task_config.example_shuffle_window = 1000
+    loader = AsrLoader(espeak_root / "version=0", "train", config, espeak_tokenizer)
+    planner = loader.planner()
+    audio = AudioCache(loader.files, planner.audio_cache_size())
+    plan = planned_batches(planner, audio, None, 0, None, [])
+    first = next(plan).examples
+    groups = {(ex.file_index, ex.row_group) for ex in first}
+    assert audio.reads == len(groups) < len(loader.files.row_groups())
+    seen = set(groups)
+    for planned in islice(plan, 40):
+        seen |= {(ex.file_index, ex.row_group) for ex in planned.examples}
+    plan.close()
+    assert audio.reads == len(seen)  # each read once: the cache holds every row group here
+    for ex in first:
+        path = loader.files.files[ex.file_index].path
+        table = pq.ParquetFile(path).read_row_group(ex.row_group, columns=["audio_bytes"])
+        expected = np.asarray(table.column(0)[ex.row].as_py(), dtype=np.int8).view(np.uint8)
+        assert np.array_equal(ex.audio, expected)
+
+
+def test_an_audio_cache_too_small_reads_again_and_stays_bounded(
+    espeak_root: Path, espeak_tokenizer: Path
+) -> None:
+    from dali_asr.planning.epoch_plan import planned_batches
+    from dali_asr.storage.examples import AudioCache
+
+    loader = AsrLoader(
+        espeak_root / "version=0", "train", train_config(espeak_root), espeak_tokenizer
+    )
+    planner = loader.planner()
+    audio = AudioCache(loader.files, 1)
+    plan = planned_batches(planner, audio, None, 0, None, [])
+    batches = [p.examples for p in islice(plan, 30)]
+    plan.close()
+    per_batch = [len({(ex.file_index, ex.row_group) for ex in b}) for b in batches]
+    assert audio.reads > len({(ex.file_index, ex.row_group) for b in batches for ex in b})
+    assert audio.reads <= sum(per_batch)
+    assert len(audio) == 1
+    assert all(ex.audio is not None and len(ex.audio) > 0 for b in batches for ex in b)
