@@ -31,7 +31,7 @@ from dali_asr.planning.planners import (
     max_batch_size,
 )
 from dali_asr.planning.sharding import resolve_rank
-from dali_asr.report import SkipReport
+from dali_asr.report import KnownBad, SkipReport
 from dali_asr.resume.elastic import Target, own_state
 from dali_asr.resume.state import (
     LoaderState,
@@ -112,6 +112,8 @@ class AsrLoader:
                 "blocks of one split's worth of rows" if self.endless else "the whole split",
             )
         self.report = SkipReport()
+        self.known_bad = KnownBad()
+        """Examples whose audio proved bad: later epochs drop them before DALI sees them."""
         self.telemetry = Telemetry(log_every=self.config.dali_asr.telemetry_log_every)
         """Padding, batch sizes, loader stalls and language shares; ``telemetry.as_dict()``."""
         self._len: int | None = None
@@ -191,6 +193,7 @@ class AsrLoader:
             ),
             report=self.report,
             num_prefetch=self.task.num_prefetch,
+            known_bad=self.known_bad,
         )
         if resume is None:
             self.epoch += 1
@@ -228,6 +231,7 @@ class AsrLoader:
             dataset_fingerprint(self.files.files, self.files.row_groups()),
             plan_config(self.config, self.split, self.rank, self.world_size),
             dict(self.report.counts),
+            self.known_bad.state_dict(),
         )
 
     @property
@@ -278,6 +282,8 @@ class AsrLoader:
         for saved in states:
             check_compatible(saved, dataset, config)
         state = own_state(states, self.resume_target())
+        for saved in states:  # every rank's findings, whichever state this rank continues
+            self.known_bad.load_state_dict(saved.get("bad_examples", {}))
         self.close()
         self._epoch = None
         self._carry = state["carry"]

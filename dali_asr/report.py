@@ -49,3 +49,34 @@ class SkipReport:
             "counts": dict(self.counts),
             "keys": {r: [k.as_dict() for k in ks] for r, ks in self.keys.items()},
         }
+
+
+class KnownBad:
+    """Examples whose audio proved bad (bytes that are not audio, a decode failure, a decoded
+    length off, NaN/inf), by key, with the reason. The loader keeps it across epochs and in its
+    resume state, and the feeder drops these examples before DALI sees them: a corrupt file
+    kills DALI's pipeline (a rebuild and a replay) once per run, not once per epoch."""
+
+    def __init__(self) -> None:
+        self._reasons: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: ExampleKey, reason: str) -> None:
+        with self._lock:
+            self._reasons[str(key)] = reason
+
+    def reason(self, key: ExampleKey) -> str | None:
+        return self._reasons.get(str(key))
+
+    def __len__(self) -> int:
+        return len(self._reasons)
+
+    def state_dict(self) -> dict[str, str]:
+        """Reason by key (``str(ExampleKey)``), JSON-serialisable."""
+        with self._lock:
+            return dict(self._reasons)
+
+    def load_state_dict(self, state: dict[str, str]) -> None:
+        """Add a saved ledger's examples (several ranks' ledgers merge)."""
+        with self._lock:
+            self._reasons.update(state)

@@ -37,7 +37,7 @@ from dali_asr.pipeline.audio_check import check_decoded, describe_format, probe,
 from dali_asr.pipeline.collate import BatchMaker
 from dali_asr.pipeline.graph import build_pipeline
 from dali_asr.planning.epoch_plan import Planned
-from dali_asr.report import SkipReport
+from dali_asr.report import KnownBad, SkipReport
 from dali_asr.storage.examples import Example
 
 log = logging.getLogger(__name__)
@@ -102,11 +102,13 @@ class Feeder:
         settings: PipelineSettings,
         report: SkipReport,
         num_prefetch: int,
+        known_bad: KnownBad | None = None,
     ) -> None:
         self.plan = plan
         self.maker = maker
         self.settings = settings
         self.report = report
+        self.known_bad = known_bad if known_bad is not None else KnownBad()
         self._planned: queue.Queue = queue.Queue(maxsize=settings.prefetch_queue_depth + 1)
         self._ready: queue.Queue = queue.Queue(maxsize=max(1, num_prefetch))
         self._stop = threading.Event()
@@ -174,6 +176,7 @@ class Feeder:
         key = self.maker.key(ex)
         if self.settings.on_bad_audio == "error":
             raise BadAudioError(f"{key}: {reason}{detail} (dali_asr.on_bad_audio is 'error')")
+        self.known_bad.add(key, reason)
         self.report.add(key, reason)
 
     def _source(self) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
@@ -254,9 +257,11 @@ class Feeder:
         return item
 
     def _sniffed(self, batch: list[Example]) -> list[Example]:
+        """The batch less the examples whose bytes are not audio, or found bad before."""
         kept = []
+        known = len(self.known_bad) > 0
         for ex in batch:
-            reason = sniff(ex.audio)
+            reason = (known and self.known_bad.reason(self.maker.key(ex))) or sniff(ex.audio)
             if reason is None:
                 kept.append(ex)
             else:

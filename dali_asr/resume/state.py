@@ -34,8 +34,8 @@ class DatasetFingerprint(TypedDict):
     sha256: str
 
 
-class LoaderState(TypedDict):
-    """``AsrLoader.state_dict()``: a plain JSON-serialisable dict of these keys."""
+class _SavedState(TypedDict):
+    """The keys every saved state has (``LoaderState`` adds the optional ones)."""
 
     format_version: int
     epoch: int
@@ -56,6 +56,15 @@ class LoaderState(TypedDict):
     """Examples skipped so far, by reason (``SkipReport.counts``)."""
 
 
+class LoaderState(_SavedState, total=False):
+    """``AsrLoader.state_dict()``: a plain JSON-serialisable dict of these keys; every key
+    but the last is required (``check_compatible``)."""
+
+    bad_examples: dict[str, str]
+    """Examples whose audio proved bad, reason by key (``report.KnownBad``); states saved
+    before it existed load without it."""
+
+
 def loader_state(
     epoch: int,
     finished: bool,
@@ -64,6 +73,7 @@ def loader_state(
     dataset: DatasetFingerprint,
     config: dict[str, Any],
     skipped: dict[str, int],
+    bad_examples: dict[str, str],
 ) -> LoaderState:
     """The loader's state at ``point`` (None: nothing consumed) of epoch ``epoch``."""
     return {
@@ -77,6 +87,7 @@ def loader_state(
         "config": config,
         "carry": carry,
         "skipped": skipped,
+        "bad_examples": bad_examples,
     }
 
 
@@ -148,7 +159,7 @@ def check_compatible(saved: Any, dataset: DatasetFingerprint, config: dict[str, 
             f"{FORMAT_VERSION}"
             + (_OLD_FORMATS.get(version, "") if isinstance(version, int) else "")
         )
-    missing = [k for k in LoaderState.__annotations__ if k not in saved]
+    missing = [k for k in LoaderState.__required_keys__ if k not in saved]
     if missing:
         raise ConfigError(f"resume state lacks the keys {missing}: is it AsrLoader.state_dict()?")
     old = saved["dataset"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import _thread
 import gc
 import io
+import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -237,3 +239,35 @@ def test_cli_prints_one_line_per_skipped_example(bad_dataset, tmp_path: Path, ca
     assert {r: named[r] for r in bad} == bad
     assert len(lines) == len(bad) + len(too_short)
     assert err[-1].startswith(f"skipped {len(lines)}:")
+
+
+def _skips(loader: AsrLoader) -> dict[str, str]:
+    return {str(k): r for r, keys in loader.report.keys.items() for k in keys}
+
+
+def test_a_bad_file_kills_dali_once_per_run_not_per_epoch(
+    bad_dataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Epoch 1 finds the corrupt file inside DALI (a rebuild and a replay); epoch 2, and a
+    loader resumed from epoch 1's state, drop it before DALI sees it, with the same skips."""
+    root, *_, tokenizer = bad_dataset
+    loader = loader_for(root, tokenizer)
+    with caplog.at_level(logging.WARNING, logger="dali_asr.pipeline.feeding"):
+        one = [b.keys for b in loader]
+        rebuilt = [r for r in caplog.records if "rebuilt the pipeline" in r.getMessage()]
+        assert len(rebuilt) >= 1
+        first = _skips(loader)
+        assert "decode_error" in loader.known_bad.state_dict().values()
+        state = json.loads(json.dumps(loader.state_dict()))
+        caplog.clear()
+        loader.report.keys.clear()
+        two = [b.keys for b in loader]
+        assert not [r for r in caplog.records if "rebuilt the pipeline" in r.getMessage()]
+        assert _skips(loader) == first  # each bad example skipped again, for the same reason
+        assert sorted(map(str, (k for b in two for k in b))) == sorted(
+            map(str, (k for b in one for k in b))
+        )
+        resumed = loader_for(root, tokenizer)
+        resumed.load_state_dict(state)
+        assert [b.keys for b in resumed] == two
+        assert not [r for r in caplog.records if "rebuilt the pipeline" in r.getMessage()]
