@@ -154,10 +154,24 @@ def test_on_bad_audio_error_names_the_key(bad_dataset) -> None:
     assert not _threads()
 
 
+_EARLIER: set[threading.Thread] = set()
+
+
+@pytest.fixture(autouse=True)
+def _earlier_threads() -> None:
+    """Threads of loaders that earlier tests left to the garbage collector are not this
+    test's to stop."""
+    _EARLIER.clear()
+    _EARLIER.update(threading.enumerate())
+
+
 def _threads() -> list[threading.Thread]:
+    """This test's loader threads still alive after up to 5 s."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        alive = [t for t in threading.enumerate() if t.name.startswith("dali-asr")]
+        alive = [
+            t for t in threading.enumerate() if t.name.startswith("dali-asr") and t not in _EARLIER
+        ]
         if not alive:
             return []
         time.sleep(0.05)
