@@ -32,6 +32,10 @@ class Seq2SeqBatch:
     """Samples at 16 kHz per example, as stored in the dataset."""
     plan_index: int = -1
     """Index of this batch in its epoch's plan (the same on every restart)."""
+    filler: bool = False
+    """True: every example of this planned batch was bad, and on several ranks another good
+    batch's tensors (and keys) stand in for it, so that every rank yields its planned number
+    of batches. Weight it out of the loss (e.g. multiply by 0) to keep the step collective."""
     plan_state: tuple[int, dict | None] | None = field(default=None, repr=False, compare=False)
     """(index, state): the latest saved plan state at or before this batch (for resume)."""
     host_lengths: tuple[list[int], list[int]] | None = field(

@@ -190,6 +190,7 @@ class AsrLoader:
                 on_bad_audio=settings.on_bad_audio,
                 decode_batch=settings.decode_batch,
                 decode_samples=decode_samples(self.task, settings.decode_samples),
+                fill_empty=self.world_size > 1,
             ),
             report=self.report,
             num_prefetch=self.task.num_prefetch,

@@ -80,6 +80,7 @@ class Telemetry:
     def reset(self) -> None:
         """Forget every recorded batch (targets and ``log_every`` are kept)."""
         self.batches = 0
+        self.filler_batches = 0
         self.examples = 0
         self.audio_samples = 0
         self.source_real = self.source_padded = 0
@@ -126,6 +127,11 @@ class Telemetry:
         ``source_lens`` / ``target_lens``: the same lengths as host integers, where the caller
         has them, to skip reading ``batch``'s length tensors back from the device.
         """
+        if batch.filler:
+            # a stand-in for an all-bad batch, whose examples were counted when first
+            # delivered: counted apart, or it would count them twice
+            self.filler_batches += 1
+            return {}
         now = self._clock()
         if self._start is None:
             # The wall clock starts when the loop first asked for a batch.
@@ -247,6 +253,7 @@ class Telemetry:
         steady_wall = wall - self.first_wait
         return {
             "batches": self.batches,
+            "filler_batches": self.filler_batches,
             "examples": self.examples,
             "audio_hours": self.audio_samples / SAMPLE_RATE / 3600,
             "audio_padding_efficiency": _efficiency(self.source_real, self.source_padded),

@@ -121,3 +121,30 @@ def small_dataset(espeak_root: Path, tmp_path_factory: pytest.TempPathFactory) -
             hours[corpus, language] = hours.get((corpus, language), 0.0) + samples / 16_000 / 3600
     write_stats_tsv(base / "language_distribution_0.tsv", hours)
     return root
+
+
+TORCHRUN_WORKER = Path(__file__).parent / "helpers" / "torchrun_worker.py"
+
+
+def torchrun_two_ranks(data: Path, tokenizer: Path, out: Path, doc: dict) -> list[dict]:
+    """``helpers/torchrun_worker.py`` on 2 CPU ranks (gloo) under torchrun; each rank's
+    result. A rank that yields fewer batches than the other hangs the job: the timeout fails
+    the test."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a free port: a fixed one collides with a concurrent run
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE"))}
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "--master-port", str(port), str(TORCHRUN_WORKER),
+        str(data), str(tokenizer), str(out), json.dumps(doc),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]

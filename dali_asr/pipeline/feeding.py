@@ -35,6 +35,7 @@ from dali_asr.config import AsrTaskConfig, BatchingStrategy
 from dali_asr.errors import BadAudioError
 from dali_asr.pipeline.audio_check import check_decoded, describe_format, probe, sniff
 from dali_asr.pipeline.collate import BatchMaker
+from dali_asr.pipeline.delivery import Delivery
 from dali_asr.pipeline.graph import build_pipeline
 from dali_asr.planning.epoch_plan import Planned
 from dali_asr.report import KnownBad, SkipReport
@@ -90,6 +91,10 @@ class PipelineSettings:
     on_bad_audio: str
     decode_batch: int = 32
     decode_samples: int | None = None
+    fill_empty: bool = False
+    """A planned batch that loses every example to bad audio is delivered as a filler (see
+    ``Feeder``) instead of being left out: on several ranks, each must yield its planned
+    number of batches or the job hangs at its next collective."""
 
 
 class Feeder:
@@ -116,8 +121,8 @@ class Feeder:
         self._replay: deque[Planned] = deque()
         self._held: object = None
         self._ended: object = None
-        self.batches_dropped = 0
-        """Planned batches every example of which was bad (not delivered)."""
+        self.delivery = Delivery(lambda batch: self._put(self._ready, batch), settings.fill_empty)
+        self._tail: list[Planned] = []  # all-bad batches after the last file given to DALI
         self._source_end: object = END
         _LIVE.add(self)
         self.threads = [
@@ -196,13 +201,14 @@ class Feeder:
         samples = 0
         budget = self.settings.decode_samples
         while files < self.settings.decode_batch and (budget is None or samples < budget):
-            item = self._next_planned(wait=not group)
+            item = self._next_planned(wait=files == 0)
             if item is None:
                 break
             if item is END or isinstance(item, Failure):
-                if group:
+                if files:
                     self._held = item  # deliver what is grouped first
                     break
+                self._tail.extend(group)  # no file to decode: settled after DALI's end
                 self._source_end = item
                 raise StopIteration
             try:
@@ -211,10 +217,10 @@ class Feeder:
                 self._source_end = Failure(e)
                 raise StopIteration from None
             if not item.examples:
-                self.batches_dropped += 1
+                group.append(item)  # keeps its place in the plan: settled when collated
                 continue
             size = sum(ex.audio_size for ex in item.examples)
-            if group and (
+            if files and (
                 files + len(item.examples) > self.settings.decode_batch
                 or (budget is not None and samples + size > budget)
             ):
@@ -305,13 +311,12 @@ class Feeder:
                 for planned in self._in_dali.popleft():
                     batch = self._collate(planned, outputs, offset)
                     offset += len(planned.examples)
-                    if batch is None:
-                        self.batches_dropped += 1
-                        continue
-                    batch.plan_index = planned.index
-                    batch.plan_state = (planned.state_at, planned.state)
-                    if not self._put(self._ready, batch):
+                    if not self.delivery.deliver(planned, batch):
                         return
+            for planned in self._tail:
+                if not self.delivery.deliver(planned, None):
+                    return
+            self.delivery.finish()
             end = self._source_end
             self._put(self._ready, end if isinstance(end, Failure) else END)
         except BaseException as e:
@@ -336,10 +341,7 @@ class Feeder:
                     bad += 1
                     self._skip(ex, reason, f": {str(error).splitlines()[0][:200]}")
             planned.examples = kept
-            if kept:
-                replay.append(planned)
-            else:
-                self.batches_dropped += 1
+            replay.append(planned)  # an emptied one keeps its place: settled when collated
         if bad == 0:
             raise error  # not a file's fault: nothing to skip, nothing to retry
         log.warning(
@@ -355,6 +357,8 @@ class Feeder:
         """The batch of ``planned``, whose audio is DALI's outputs from ``offset`` on, less
         the files that decoded to the wrong length or to NaN/inf."""
         examples = planned.examples
+        if not examples:
+            return None
         decoded = self.maker.decoded(outputs, range(offset, offset + len(examples)))
         speed = planned.speed if planned.speed is not None else np.ones(len(examples))
         kept, keep = [], []

@@ -265,6 +265,8 @@ def _dump_record(index: int, batch) -> dict:
         "source_seq_lens": batch.source_seq_lens.tolist(),
         "source_sum": total,
         "source_abs_sum": total_abs,
+        # only on a filler (a stand-in for an all-bad batch on one of several ranks)
+        **({"filler": True} if batch.filler else {}),
     }
 
 

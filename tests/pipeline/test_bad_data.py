@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import MILESTONE_TASK, partition_dir, write_parquet
+from conftest import MILESTONE_TASK, partition_dir, torchrun_two_ranks, write_parquet
 
 from dali_asr.config import config_from_dict
 from dali_asr.errors import BadAudioError
@@ -285,3 +285,29 @@ def test_a_bad_file_kills_dali_once_per_run_not_per_epoch(
         resumed.load_state_dict(state)
         assert [b.keys for b in resumed] == two
         assert not [r for r in caplog.records if "rebuilt the pipeline" in r.getMessage()]
+
+
+def test_all_bad_batches_become_fillers_so_ranks_keep_step(bad_dataset, tmp_path: Path) -> None:
+    """Two ranks under torchrun, one collective per batch: the planned batches whose examples
+    are all bad (a DALI decode failure on one rank, bytes that are not audio and a wrong
+    length on the other) arrive as fillers, marked, at their plan index, and both ranks
+    yield their planned number of batches (a rank short of one would hang the other)."""
+    root, expected, _, _, tokenizer = bad_dataset
+    doc = {
+        "asr_task_config": {**TASK, "batching_strategy": "STATIC", "batch_size": 2},
+        "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+    }
+    loader = AsrLoader(root, "train", config_from_dict(doc), tokenizer)
+    plan = [[ex.row_group * 10 + ex.row for ex in b] for b in loader.plan()]
+    bad = {row for row, reason in expected.items() if reason is not None}
+    all_bad = [i for i, rows in enumerate(plan) if set(rows) <= bad]
+    assert {i % 2 for i in all_bad} == {0, 1}  # each rank has one
+    (tmp_path / "chars.json").write_text(tokenizer.to_json(), encoding="utf-8")
+    ranks = torchrun_two_ranks(root, tmp_path / "chars.json", tmp_path, doc)
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == ranks[0]["len"]
+    for r, result in enumerate(ranks):
+        assert result["plan_indices"] == list(range(r, len(plan), 2))
+        assert result["fillers"] == [i for i in all_bad if i % 2 == r]
+        assert result["filler_batches"] == len(result["fillers"])
+    delivered = [b.plan_index for b in loader]  # one rank: an all-bad batch is left out
+    assert delivered == [i for i in range(len(plan)) if i not in all_bad]

@@ -18,7 +18,7 @@ from dali_asr.config import BatchingStrategy, config_from_dict
 from dali_asr.errors import ConfigError
 from dali_asr.pipeline.feeding import END, Feeder, decode_samples
 from dali_asr.planning.epoch_plan import Planned
-from dali_asr.report import SkipReport
+from dali_asr.report import KnownBad, SkipReport
 from dali_asr.storage.examples import Example
 
 
@@ -61,7 +61,8 @@ def _source_only(decode_batch: int, budget: int | None, batches: list[list[int]]
     feeder._replay = deque()
     feeder._held = feeder._ended = None
     feeder._source_end = END
-    feeder.batches_dropped = 0
+    feeder._tail = []
+    feeder.known_bad = KnownBad()
     blob = _wav()
     for i, sizes in enumerate(batches):
         examples = [Example(0, 0, r, n, "", None, None, blob) for r, n in enumerate(sizes)]

@@ -5,18 +5,14 @@ stream's is in test_elastic.py)."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import torchrun_two_ranks
 
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
 
-HELPER = Path(__file__).parents[1] / "helpers" / "torchrun_worker.py"
 TASK = {"min_audio_len": 16_000, "max_audio_len": 480_000, "max_num_elements": 960_000}
 
 
@@ -38,32 +34,8 @@ def config_doc(shuffle: bool = False, strategy: str = "LENGTH") -> dict:
     }
 
 
-def _free_port() -> int:
-    """A port nobody listens on now (a fixed one collides with a concurrent run)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_torchrun_two_processes(small_dataset: Path, espeak_tokenizer: Path, tmp_path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE"))}
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(_free_port()),
-        str(HELPER),
-        str(small_dataset),
-        str(espeak_tokenizer),
-        str(tmp_path),
-        json.dumps(config_doc()),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = torchrun_two_ranks(small_dataset, espeak_tokenizer, tmp_path, config_doc())
     assert [r["world_size"] for r in ranks] == [2, 2]
     counts = [len(r["batches"]) for r in ranks]
     assert counts[0] == counts[1] == ranks[0]["len"] == ranks[1]["len"]
