@@ -126,6 +126,15 @@ class ChildSpec:
         return "train" in self.split and self.storage.get("sync_mode") == "UNTIL_FIRST"
 
 
+def spec_from_argv(doc: str | None, argv: list[str]) -> ChildSpec | None:
+    """The spec a child process was given; None, after printing its ``doc``, when asked for
+    ``--help`` or given nothing (children are run by run.py, not by hand)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(doc or "")
+        return None
+    return ChildSpec.from_json(argv[0])
+
+
 def cpu_seconds() -> float:
     """User + system CPU of this process, every thread included (DALI's, pyarrow's, ...)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)

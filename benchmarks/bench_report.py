@@ -1,10 +1,14 @@
-"""Summaries, the markdown table, the issue's targets and the RESULTS.md entry.
+"""Summaries, the markdown tables and the RESULTS.md entry (the issue's targets are
+bench_targets.py's).
 
-A pass's figures: audio seconds per second and batches per second over the iteration (first
+A loader's pass: audio seconds per second and batches per second over the iteration (first
 ``next()`` to exhaustion; construction excluded, as baseline.md), process CPU seconds per audio
 second over the same interval, padding efficiency (real steps / batch × padded length: samples
 for waveform, frames for fbank, samples for the decode-only ceiling), time to the first batch
-counted from the loader's construction, and the child's peak RSS.
+counted from the loader's construction, and the child's peak RSS. A read + decode pass is CPU
+work, not a loader's wall time: its audio-s/s is the ceiling ``cores / CPU per audio-s``, its
+CPU is the read's plus the decode's, its cores the CPUs it may run on, and it has no batches/s,
+first batch or padding.
 """
 
 from __future__ import annotations
@@ -29,12 +33,28 @@ METRICS = (
     "first_batch_s",
     "peak_rss_mb",
     "padding_efficiency",
+    "read_ms_per_audio_s",
+    "decode_ms_per_audio_s",
 )
 
 
-def pass_metrics(r: dict[str, Any]) -> dict[str, float]:
+def pass_metrics(r: dict[str, Any]) -> dict[str, float | None]:
     wall = max(r["wall_s"], 1e-9)
     audio = max(r["audio_s"], 1e-9)
+    if "read_cpu_s" in r:
+        read_ms = 1000.0 * r["read_cpu_s"] / audio
+        decode_ms = 1000.0 * r["decode_cpu_s"] / audio
+        return {
+            "audio_per_s": 1000.0 * r["cores"] / max(read_ms + decode_ms, 1e-9),
+            "batches_per_s": None,
+            "cpu_ms_per_audio_s": read_ms + decode_ms,
+            "cores": float(r["cores"]),
+            "first_batch_s": None,
+            "peak_rss_mb": r["peak_rss_mb"],
+            "padding_efficiency": None,
+            "read_ms_per_audio_s": read_ms,
+            "decode_ms_per_audio_s": decode_ms,
+        }
     return {
         "audio_per_s": r["audio_s"] / wall,
         "batches_per_s": r["batches"] / wall,
@@ -43,6 +63,8 @@ def pass_metrics(r: dict[str, Any]) -> dict[str, float]:
         "first_batch_s": r["first_batch_s"],
         "peak_rss_mb": r["peak_rss_mb"],
         "padding_efficiency": r["real"] / max(1, r["padded"]),
+        "read_ms_per_audio_s": None,
+        "decode_ms_per_audio_s": None,
     }
 
 
@@ -61,7 +83,7 @@ class Row:
         return self.subject if self.threads is None else f"{self.subject} ({self.threads}t)"
 
     def stats(self, metric: str) -> tuple[float, float, float] | None:
-        values = [pass_metrics(p)[metric] for p in self.passes]
+        values = [v for p in self.passes if (v := pass_metrics(p)[metric]) is not None]
         if not values:
             return None
         return min(values), statistics.median(values), max(values)
@@ -98,18 +120,29 @@ def find(rows: list[Row], config: str, subject: str, threads: int | None) -> Row
     return None
 
 
+def _rate(p: dict[str, Any]) -> float:
+    return pass_metrics(p)["audio_per_s"] or 0.0
+
+
 def ratio(a: Row | None, b: Row | None) -> float | None:
     """a's audio-s/s over b's: the median of the per-round ratios when both ran in the same
     rounds (processes run back to back share the machine's state at that moment, which on a
     shared machine moves more than the loaders differ), else the ratio of the medians."""
     if a is None or b is None or not a.passes or not b.passes:
         return None
-    rounds_a = {p.get("round"): pass_metrics(p)["audio_per_s"] for p in a.passes}
-    rounds_b = {p.get("round"): pass_metrics(p)["audio_per_s"] for p in b.passes}
+    rounds_a = {p.get("round"): _rate(p) for p in a.passes}
+    rounds_b = {p.get("round"): _rate(p) for p in b.passes}
     paired = [rounds_a[k] / rounds_b[k] for k in rounds_a if k is not None and k in rounds_b]
     if len(paired) == len(a.passes) == len(b.passes):
         return statistics.median(paired)
     return a.median("audio_per_s") / b.median("audio_per_s")  # type: ignore[operator]
+
+
+def median_ratio(a: Row | None, b: Row | None, metric: str) -> float | None:
+    """a's median of ``metric`` over b's."""
+    top = a.median(metric) if a is not None else None
+    bottom = b.median(metric) if b is not None else None
+    return None if top is None or not bottom else top / bottom
 
 
 def _fmt3(s: tuple[float, float, float] | None, digits: int) -> str:
@@ -128,31 +161,53 @@ def table(rows: list[Row]) -> str:
         "| config | loader | batches | audio-s/s min / med / max | batches/s min / med / max "
         "| CPU ms per audio-s min / med / max | cores | pad-eff "
         "| first batch s min / med / max | peak RSS MB min / med / max | × reference | × ceiling "
-        "| CPU per audio-s × reference |"
+        "| × read+decode | CPU per audio-s × reference |"
     )
-    lines = [head, "|" + " --- |" * 13]
+    lines = [head, "|" + " --- |" * 14]
     for row in rows:
         if not row.passes:
             error = row.errors[-1].strip().splitlines()[-1][:80] if row.errors else "no passes"
-            lines.append(f"| {row.config} | {row.label} | failed: {error} |" + " |" * 10)
+            lines.append(f"| {row.config} | {row.label} | failed: {error} |" + " |" * 11)
             continue
         ref = find(rows, row.config, "reference", None)
-        ceiling = find(rows, row.config, "ceiling", row.threads)
+        ours = row.subject == "dali-asr"
         vs_ref = ratio(row, ref) if row.subject != "reference" else None
-        vs_ceiling = ratio(row, ceiling) if row.subject == "dali-asr" else None
+        vs_ceiling = ratio(row, find(rows, row.config, "ceiling", row.threads)) if ours else None
+        vs_read = ratio(row, find(rows, row.config, "read+decode", row.threads)) if ours else None
         # CPU time hardly moves when another process takes a core; throughput does.
-        cpu_vs_ref = None
-        if ref is not None and ref.passes and row.subject != "reference":
-            cpu_vs_ref = row.median("cpu_ms_per_audio_s") / ref.median("cpu_ms_per_audio_s")
+        cpu_vs_ref = (
+            median_ratio(row, ref, "cpu_ms_per_audio_s") if row.subject != "reference" else None
+        )
         lines.append(
             f"| {row.config} | {row.label} | {row.passes[0]['batches']} "
             f"| {_fmt3(row.stats('audio_per_s'), 0)} | {_fmt3(row.stats('batches_per_s'), 1)} "
             f"| {_fmt3(row.stats('cpu_ms_per_audio_s'), 3)} | {_fmt(row.median('cores'), '.2f')} "
             f"| {_fmt(row.median('padding_efficiency'), '.3f')} "
             f"| {_fmt3(row.stats('first_batch_s'), 2)} | {_fmt3(row.stats('peak_rss_mb'), 0)} "
-            f"| {_fmt(vs_ref, '.2f')} | {_fmt(vs_ceiling, '.2f')} | {_fmt(cpu_vs_ref, '.2f')} |"
+            f"| {_fmt(vs_ref, '.2f')} | {_fmt(vs_ceiling, '.2f')} | {_fmt(vs_read, '.2f')} "
+            f"| {_fmt(cpu_vs_ref, '.2f')} |"
         )
     return "\n".join(lines)
+
+
+def read_decode_table(rows: list[Row]) -> str:
+    """The read + decode ceiling's parts, per configuration and thread count (empty when the
+    subject did not run)."""
+    lines = [
+        "| config | DALI threads | audio-s | read CPU ms per audio-s min / med / max "
+        "| decode CPU ms per audio-s min / med / max | cores | ceiling audio-s/s min / med / max |",
+        "|" + " --- |" * 7,
+    ]
+    for row in rows:
+        if row.subject != "read+decode" or not row.passes:
+            continue
+        lines.append(
+            f"| {row.config} | {row.threads} | {row.passes[0]['audio_s']:,.0f} "
+            f"| {_fmt3(row.stats('read_ms_per_audio_s'), 3)} "
+            f"| {_fmt3(row.stats('decode_ms_per_audio_s'), 3)} "
+            f"| {_fmt(row.median('cores'), '.0f')} | {_fmt3(row.stats('audio_per_s'), 0)} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def failures(rows: list[Row], passes: int) -> str:
@@ -204,47 +259,6 @@ def describe_source(before: dict[str, Any], after: dict[str, Any]) -> str:
     return f"dali_asr: {where}, sources {before['sources_sha1']}" + (
         f" → **{after['sources_sha1']}: the package changed during the run**" if changed else ""
     )
-
-
-def targets(rows: list[Row], threads: int) -> str:
-    """Issue 5's targets for dali-asr at ``threads`` DALI threads, met or missed by how much."""
-    lines = ["| target | config | measured | met |", "| --- | --- | --- | --- |"]
-
-    def add(
-        name: str, config: str, value: float | None, goal: float, unit: str, higher: bool = True
-    ) -> None:
-        if value is None:
-            return
-        met = value >= goal if higher else value <= goal
-        lines.append(
-            f"| {name} | {config} | {value:,.2f}{unit} (goal {'≥' if higher else '≤'} "
-            f"{goal:,.2f}{unit}) | {'yes' if met else 'no'} |"
-        )
-
-    for config in dict.fromkeys(r.config for r in rows):
-        ours = find(rows, config, "dali-asr", threads)
-        if ours is None or not ours.passes:
-            continue
-        ref = find(rows, config, "reference", None)
-        ceiling = find(rows, config, "ceiling", threads)
-        if "/waveform/" in config:
-            add("waveform ≥ 85 % of the decode ceiling", config, ratio(ours, ceiling), 0.85, "×")
-            if config.endswith("/train"):
-                add("train stream ≥ 2.5× the reference", config, ratio(ours, ref), 2.5, "×")
-        else:
-            add("fbank ≥ 1.3× the reference", config, ratio(ours, ref), 1.3, "×")
-        if config.endswith("/train"):
-            add("first batch ≤ 0.5 s", config, ours.median("first_batch_s"), 0.5, " s", False)
-        if ref is not None and ref.passes:
-            add(
-                "peak RSS ≤ the reference's",
-                config,
-                ours.median("peak_rss_mb"),
-                ref.median("peak_rss_mb") or 0.0,
-                " MB",
-                False,
-            )
-    return "\n".join(lines)
 
 
 def cpu_model() -> str:
@@ -322,6 +336,16 @@ def describe_machine(m: dict[str, Any]) -> str:
     return f"{m['cores']} cores ({m['cpu']}), {m['memory_gib']:.0f} GiB, {gpu}"
 
 
+def describe_epochs(epochs: int | dict[str, int]) -> str:
+    """``3 epoch(s)``, or per configuration when the warm-up sized each one's passes."""
+    if isinstance(epochs, int):
+        return f"{epochs} epoch(s)"
+    counts = sorted(set(epochs.values())) or [0]
+    each = ", ".join(f"{config} {n}" for config, n in epochs.items())
+    span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{span} epochs (sized by the 1-epoch warm-up: {each})"
+
+
 def entry(title: str, command: str, info: dict[str, Any], body: str) -> str:
     """A RESULTS.md entry: heading, machine, versions, dataset, calibration, command, body."""
     m = info["machine"]
@@ -334,8 +358,9 @@ def entry(title: str, command: str, info: dict[str, Any], body: str) -> str:
         f"## {info['date']} — {title}\n\n"
         f"Machine: {describe_machine(m)}; Python {m['python']}; {vers}.\n"
         f"Dataset: `{info['dataset']}`, split `{info['split']}`; {info['passes']} timed "
-        f"passes of {info['epochs']} epoch(s) after {info['warmup']} warm-up round(s), each "
-        f"pass of each loader in its own process; {info['elapsed_s'] / 60:.1f} min in all."
+        f"passes of {describe_epochs(info['epochs'])} after {info['warmup']} warm-up "
+        f"round(s), each pass of each loader in its own process; "
+        f"{info['elapsed_s'] / 60:.1f} min in all."
         + (f" Calibration ({calib})." if calib else "")
         + (f"\n{describe_source(**info['source'])}." if "source" in info else "")
         + f"\n\n```\n{command}\n```\n\n{body}\n"

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch  # noqa: F401  (imported before timing, as a training script would have it)
-from bench_common import SAMPLE_RATE, ChildSpec, PassMeter, current_rss_mb, emit
+from bench_common import SAMPLE_RATE, ChildSpec, PassMeter, current_rss_mb, emit, spec_from_argv
 
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
@@ -144,8 +144,10 @@ def run_ceiling(spec: ChildSpec, cache_dir: str | None) -> dict[str, Any]:
 
 
 def main() -> None:
+    spec = spec_from_argv(__doc__, sys.argv[1:])
+    if spec is None:
+        return
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    spec = ChildSpec.from_json(sys.argv[1])
     rss_import = current_rss_mb()
     # the training stream's row-group cache, removed here whatever happens (as for the reference)
     cache_dir = tempfile.mkdtemp(prefix="bench-cache-") if spec.endless else None

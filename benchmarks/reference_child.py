@@ -23,7 +23,7 @@ from typing import Any
 
 # Imports happen before any clock starts, as in a training script.
 import torch
-from bench_common import ChildSpec, PassMeter, current_rss_mb, emit
+from bench_common import ChildSpec, PassMeter, current_rss_mb, emit, spec_from_argv
 from fairseq2.data.tokenizers.char import load_char_tokenizer
 from fairseq2.datasets import SyncMode
 from fairseq2.gang import create_fake_gangs
@@ -48,9 +48,9 @@ def task_config(settings: dict[str, Any]) -> AsrTaskConfig:
     return AsrTaskConfig(**values)
 
 
-def build_reader(spec: ChildSpec, cache_dir: str) -> Any:
-    """The reader as the recipe builds it; the tokenizer load counts as construction, as
-    dali-asr loads its tokenizer inside ``AsrLoader(...)``."""
+def build_reader(spec: ChildSpec, task: AsrTaskConfig, storage: MixtureParquetStorageConfig) -> Any:
+    """The reader as the recipe builds it from its config objects; the tokenizer load counts as
+    construction, as dali-asr loads its tokenizer inside ``AsrLoader(...)``."""
     tokenizer = load_char_tokenizer(Path(spec.tokenizer), None)
     dataset = MixtureParquetAsrDataset.from_path(Path(spec.data))
     return dataset.create_reader(
@@ -59,8 +59,8 @@ def build_reader(spec: ChildSpec, cache_dir: str) -> Any:
         gangs=create_fake_gangs(device=torch.device("cpu")),
         dtype=torch.float32,
         num_accumulate=1,
-        storage_config=storage_config(spec.storage, cache_dir),
-        task_config=task_config(spec.task),
+        storage_config=storage,
+        task_config=task,
     )
 
 
@@ -69,13 +69,18 @@ def run_reference(spec: ChildSpec, cache_root: str) -> dict[str, Any]:
     capped training stream; constructions after the first are left out of the throughput."""
     meter = PassMeter()
     readers = 1 if spec.endless else spec.epochs
+    # the config objects exist before the clock starts, as dali-asr's LoaderConfig does: the
+    # first batch counts from the reader's construction, as dali-asr's from AsrLoader's
+    task, storage = task_config(spec.task), storage_config(spec.storage, f"{cache_root}/r0")
     meter.start()
-    reader = build_reader(spec, f"{cache_root}/r0")
+    reader = build_reader(spec, task, storage)
     meter.built()
     for r in range(readers):
         if r > 0:
             t0 = time.perf_counter()
-            reader = build_reader(spec, f"{cache_root}/r{r}")
+            task = task_config(spec.task)
+            storage = storage_config(spec.storage, f"{cache_root}/r{r}")
+            reader = build_reader(spec, task, storage)
             meter.rebuilt(time.perf_counter() - t0)
         for batches in reader:
             for batch in batches:
@@ -90,7 +95,9 @@ def run_reference(spec: ChildSpec, cache_root: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    spec = ChildSpec.from_json(sys.argv[1])
+    spec = spec_from_argv(__doc__, sys.argv[1:])
+    if spec is None:
+        return
     if spec.tokenizer is None:
         raise SystemExit("reference_child.py: the reference needs a SentencePiece tokenizer")
     rss_import = current_rss_mb()

@@ -1,16 +1,21 @@
-"""Throughput of dali-asr against the reference reader and the DALI decode-only ceiling.
+"""Throughput of dali-asr against the reference reader and two DALI ceilings.
 
     python benchmarks/run.py [--compare reference] [--data PATH] [--configs NAME ...]
-                             [--passes 3] [--epochs 3] [--threads 2] [--json FILE]
-                             [--markdown-out benchmarks/RESULTS.md]
+                             [--passes 3] [--epochs N | --min-pass-s 10] [--threads 2]
+                             [--json FILE] [--markdown-out benchmarks/RESULTS.md]
 
 On one dataset (default ../shared/data/espeak-mini when present, else the demo data), for each
 configuration (batching length|static × features waveform|fbank × mode single|train, the rows
-of ../shared/reference/baseline.md), runs each loader in its own process, alternating
-A B C A B C after a warm-up round: the reference (``--compare reference``: omnilingual-asr 0.2.0
-from $REFERENCE_VENV, built by benchmarks/setup_reference.sh), dali-asr end to end, and DALI
-decode only on dali-asr's batches (the ceiling), per ``--threads`` count. Prints the table
-(min / median / max over the passes) and the issue's targets; progress goes to stderr.
+of ../shared/reference/baseline.md), runs each subject in its own process, alternating
+A B C D A B C D after a warm-up round: the reference (``--compare reference``: omnilingual-asr
+0.2.0 from $REFERENCE_VENV, built by benchmarks/setup_reference.sh), then per ``--threads``
+count dali-asr end to end, DALI decode only on dali-asr's batches (the ``ceiling``), and
+pyarrow read + DALI decode of the split (``read+decode``: cores / CPU per audio-s, the least
+any loader of this layout must do). Without ``--epochs`` the warm-up round runs one epoch and
+sizes each configuration's passes so that its fastest subject's lasts ``--min-pass-s``
+(default 10 s; on espeak-mini's train split roughly 20-30 epochs). Prints the table (min / median
+/ max over the passes), the read + decode ceiling's parts and issue 14's targets
+(bench_targets.py); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import argparse
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_report
+import bench_targets
 from bench_common import ALL_CONFIGS, BenchConfig, ChildSpec, parse_child_output
 from bench_common import storage_settings as storage_for
 from bench_common import task_settings as task_for
@@ -39,7 +46,16 @@ REPO = HERE.parent
 ESPEAK = REPO.parent / "shared" / "data" / "espeak-mini"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dali-asr"
 STATS_NAME = "language_distribution_0.tsv"
-NAMES = ("dali-asr", "ceiling")
+# per thread count, back to back: dali-asr beside the ceilings it is divided by
+NAMES = ("dali-asr", "ceiling", "read+decode")
+SCRIPTS = {
+    "dali-asr": "dali_child.py",
+    "ceiling": "dali_child.py",
+    "read+decode": "read_decode_child.py",
+}
+SUBJECTS = ("reference", *NAMES)
+# the warm-up's one epoch includes start-up that longer passes amortise; aim past the minimum
+SIZING_MARGIN = 1.2
 
 
 def reference_python() -> Path:
@@ -152,6 +168,20 @@ def run_child(subject: Subject, spec: ChildSpec, timeout: float) -> dict[str, An
         return {"error": f"{e}: {done.stderr.strip()[-600:]}"}
 
 
+def size_epochs(warm: list[dict[str, Any]], min_pass_s: float) -> int:
+    """Epochs per pass that make the fastest subject's pass last ``min_pass_s``, from the
+    warm-up's one-epoch results (1 when none succeeded)."""
+    walls = [r["wall_s"] for r in warm if "error" not in r and r.get("wall_s", 0) > 0]
+    if not walls:
+        return 1
+    return max(1, math.ceil(min_pass_s * SIZING_MARGIN / min(walls)))
+
+
+def epochs_used(raw: list[dict[str, Any]]) -> dict[str, int]:
+    """Each configuration's epochs per timed pass, from run_benchmark's raw records."""
+    return {r["config"]: r["epochs"] for r in raw if not r["warmup"]}
+
+
 def run_benchmark(
     ds: Dataset,
     split: str,
@@ -159,64 +189,76 @@ def run_benchmark(
     subjects: list[Subject],
     passes: int,
     warmup: int,
-    epochs: int,
+    epochs: int | None,
     max_batches: int | None,
     overrides: dict[str, Any] | None = None,
     timeout: float = 900.0,
     device: str = "cpu",
+    min_pass_s: float = bench_targets.MIN_PASS_S,
 ) -> tuple[list[bench_report.Row], list[dict[str, Any]]]:
     """Every configuration in turn; within one, ``warmup`` untimed rounds then ``passes``
-    rounds, each round one child per subject in the same order (A B C A B C)."""
+    rounds, each round one child per subject in the same order (A B C A B C). ``epochs`` None:
+    the warm-up rounds run one epoch and the last one sizes the passes (size_epochs)."""
+    if epochs is None and warmup < 1:
+        raise SystemExit("without --epochs the passes are sized by a warm-up round: --warmup 1")
     overrides = overrides or {}
-    caps: dict[BenchConfig, int | None] = {}
-    for config in configs:
-        if config.mode == "train":
-            cap = single_pass_batches(ds, split, config, overrides) * epochs
-            caps[config] = min(cap, max_batches) if max_batches else cap
-        else:
-            caps[config] = max_batches
-    jobs = [(c, k, s) for c in configs for k in range(warmup + passes) for s in subjects]
     rows = {
         (c.name, s.name, s.threads): bench_report.Row(c.name, s.name, s.threads, [], [])
         for c in configs
         for s in subjects
     }
     raw: list[dict[str, Any]] = []
-    bar = tqdm(jobs, desc="benchmark", unit="run", file=sys.stderr, dynamic_ncols=True)
-    for config, k, subject in bar:
-        bar.set_postfix_str(
-            f"{config.name} {subject.name} {subject.threads or ''} "
-            f"{'warm-up' if k < warmup else f'pass {k - warmup + 1}'}"
-        )
-        spec = ChildSpec(
-            subject=subject.name,
-            data=str(ds.data),
-            split=split,
-            tokenizer=str(ds.tokenizer),
-            config=config.name,
-            task=task_for(config, caps[config], overrides),
-            storage=storage_for(config, str(ds.stats_tsv) if ds.stats_tsv else None),
-            epochs=epochs,
-            threads=subject.threads or 0,
-            device=device,
-        )
-        result = run_child(subject, spec, timeout)
-        raw.append(
-            {
-                "config": config.name,
-                "subject": subject.name,
-                "threads": subject.threads,
-                "round": k,
-                "warmup": k < warmup,
-                "result": result,
-            }
-        )
-        row = rows[(config.name, subject.name, subject.threads)]
-        if "error" in result:
-            row.errors.append(result["error"])
-            tqdm.write(f"{config.name} {subject.name}: {result['error']}", file=sys.stderr)
-        elif k >= warmup:
-            row.passes.append({**result, "round": k - warmup})
+    total = len(configs) * (warmup + passes) * len(subjects)
+    bar = tqdm(total=total, desc="benchmark", unit="run", file=sys.stderr, dynamic_ncols=True)
+    for config in configs:
+        single = single_pass_batches(ds, split, config, overrides) if config.mode == "train" else 0
+        n = epochs or 1
+        for k in range(warmup + passes):
+            if k == warmup and epochs is None:
+                warm = [
+                    r["result"] for r in raw if r["config"] == config.name and r["round"] == k - 1
+                ]
+                n = size_epochs(warm, min_pass_s)
+                tqdm.write(f"{config.name}: {n} epoch(s) per pass", file=sys.stderr)
+            cap = max_batches
+            if config.mode == "train":  # it never ends: the single pass's batches × epochs
+                cap = min(single * n, max_batches) if max_batches else single * n
+            for subject in subjects:
+                bar.set_postfix_str(
+                    f"{config.name} {subject.name} {subject.threads or ''} "
+                    f"{'warm-up' if k < warmup else f'pass {k - warmup + 1}'}"
+                )
+                spec = ChildSpec(
+                    subject=subject.name,
+                    data=str(ds.data),
+                    split=split,
+                    tokenizer=str(ds.tokenizer),
+                    config=config.name,
+                    task=task_for(config, cap, overrides),
+                    storage=storage_for(config, str(ds.stats_tsv) if ds.stats_tsv else None),
+                    epochs=n,
+                    threads=subject.threads or 0,
+                    device=device,
+                )
+                result = run_child(subject, spec, timeout)
+                raw.append(
+                    {
+                        "config": config.name,
+                        "subject": subject.name,
+                        "threads": subject.threads,
+                        "round": k,
+                        "warmup": k < warmup,
+                        "epochs": n,
+                        "result": result,
+                    }
+                )
+                row = rows[(config.name, subject.name, subject.threads)]
+                if "error" in result:
+                    row.errors.append(result["error"])
+                    tqdm.write(f"{config.name} {subject.name}: {result['error']}", file=sys.stderr)
+                elif k >= warmup:
+                    row.passes.append({**result, "round": k - warmup})
+                bar.update()
     bar.close()
     return list(rows.values()), raw
 
@@ -231,9 +273,8 @@ def make_subjects(compare: list[str], threads: list[int], only: list[str] | None
                 "benchmarks/setup_reference.sh (or set REFERENCE_VENV)"
             )
         subjects.append(Subject("reference", None, str(python), HERE / "reference_child.py"))
-    # dali-asr next to its ceiling at each thread count, so each pair runs back to back
     for t in threads:
-        subjects += [Subject(n, t, sys.executable, HERE / "dali_child.py") for n in NAMES]
+        subjects += [Subject(n, t, sys.executable, HERE / SCRIPTS[n]) for n in NAMES]
     return [s for s in subjects if only is None or s.name in only]
 
 
@@ -290,10 +331,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="train")
     p.add_argument("--tokenizer", help="SentencePiece model (default: the dataset's own)")
     p.add_argument("--configs", nargs="+", help="names or globs, e.g. 'length/*/train'")
-    p.add_argument("--subjects", nargs="+", choices=["reference", "dali-asr", "ceiling"])
+    p.add_argument("--subjects", nargs="+", choices=SUBJECTS)
     p.add_argument("--passes", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
-    p.add_argument("--epochs", type=int, default=3, help="epochs per pass (default 3)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs per pass (default: sized by a 1-epoch warm-up round to --min-pass-s)",
+    )
+    p.add_argument(
+        "--min-pass-s",
+        type=float,
+        default=bench_targets.MIN_PASS_S,
+        help="without --epochs: the fastest subject's pass lasts at least this (default 10)",
+    )
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="DALI CPU threads")
     p.add_argument("--max-batches", type=int, help="cap every pass at this many batches")
     p.add_argument(
@@ -349,18 +400,31 @@ def main(argv: list[str] | None = None) -> int:
         parse_overrides(args.task),
         args.timeout,
         args.device,
+        args.min_pass_s,
     )
+    info["epochs"] = args.epochs or epochs_used(raw)
     if args.calibrate:
         info["calibration"]["after"] = bench_report.calibrate()
     info["source"]["after"] = bench_report.source_state(REPO)
     info["elapsed_s"] = time.perf_counter() - t0
     body = bench_report.table(rows)
+    body += (
+        f"\n\nEach subject: {args.passes} timed pass(es) of "
+        f"{bench_report.describe_epochs(info['epochs'])}."
+    )
+    parts = bench_report.read_decode_table(rows)
+    if parts:
+        body += "\n\nThe read + decode ceiling's parts (process CPU; ceiling = cores / sum):\n\n"
+        body += parts
     lost = bench_report.failures(rows, args.passes)
     if lost:
         body += "\n\n" + lost
-    goals = bench_report.targets(rows, max(args.threads))
+    goals = bench_targets.targets(rows, max(args.threads))
     if goals.count("\n") > 1:
-        body += f"\n\nIssue 5's targets (dali-asr at {max(args.threads)} threads):\n\n{goals}"
+        body += (
+            f"\n\nIssue 14's targets (dali-asr at {max(args.threads)} threads; medians over "
+            f"the timed passes):\n\n{goals}"
+        )
     bench_report.publish(
         "run.py", argv, info, rows, raw, body,
         json_path=args.json, markdown_path=args.markdown_out, title=args.title,

@@ -1,5 +1,6 @@
-"""Smoke test of benchmarks/run.py: its dali-asr and ceiling children on 5 batches of espeak-mini's
-dev split (no reference: its virtualenv is not part of CI), and the RESULTS.md bookkeeping."""
+"""Smoke test of benchmarks/run.py: its dali-asr, ceiling and read+decode children on espeak-mini's
+dev split (5 batches; no reference: its virtualenv is not part of CI), the RESULTS.md
+bookkeeping, the passes' sizing and issue 14's targets table."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.append(str(BENCH))  # the benchmark modules are scripts, not a package
 
 import bench_report  # noqa: E402
+import bench_targets  # noqa: E402
+import run  # noqa: E402
 from bench_common import ALL_CONFIGS, BenchConfig, ChildSpec  # noqa: E402
 
 POSITIVE = ("audio_per_s", "batches_per_s", "cpu_ms_per_audio_s", "first_batch_s", "peak_rss_mb")
@@ -24,17 +27,28 @@ def test_run_py_children_report_positive_figures(tmp_path: Path, espeak_root: Pa
     results_md = tmp_path / "RESULTS.md"
     cmd = [
         sys.executable, str(BENCH / "run.py"), "--data", str(espeak_root), "--split", "dev",
-        "--configs", "length/waveform/single", "--subjects", "dali-asr", "ceiling",
+        "--configs", "length/waveform/single", "--subjects", "dali-asr", "ceiling", "read+decode",
         "--passes", "1", "--warmup", "0", "--epochs", "1", "--max-batches", "5", "--no-calibrate",
         "--timeout", "120", "--json", str(out), "--markdown-out", str(results_md),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| length/waveform/single | dali-asr (2t) | 5 |" in done.stdout
+    assert "| × read+decode |" in done.stdout and "read + decode ceiling's parts" in done.stdout
 
     doc = json.loads(out.read_text())
     summary = {row["subject"]: row for row in doc["summary"]}
-    assert set(summary) == {"dali-asr", "ceiling"}
+    assert set(summary) == {"dali-asr", "ceiling", "read+decode"}
+    # the whole split within the length filter, read and decoded, each part timed
+    ceiling = summary.pop("read+decode")
+    assert ceiling["passes"] == 1 and not ceiling["errors"], ceiling["errors"]
+    assert ceiling["audio_s"] > summary["dali-asr"]["audio_s"] > 0
+    for metric in ("audio_per_s", "cpu_ms_per_audio_s", "read_ms_per_audio_s", "peak_rss_mb"):
+        assert ceiling[metric]["median"] > 0, metric
+    parts = ceiling["read_ms_per_audio_s"]["median"] + ceiling["decode_ms_per_audio_s"]["median"]
+    assert ceiling["cpu_ms_per_audio_s"]["median"] == pytest.approx(parts)
+    cores = ceiling["cores"]["median"]
+    assert ceiling["audio_per_s"]["median"] == pytest.approx(1000 * cores / parts)
     for subject, row in summary.items():
         assert row["passes"] == 1 and not row["errors"], (subject, row["errors"])
         assert row["batches"] == 5 and row["examples"] > 0 and row["audio_s"] > 0
@@ -43,10 +57,13 @@ def test_run_py_children_report_positive_figures(tmp_path: Path, espeak_root: Pa
         assert 0 < row["padding_efficiency"]["median"] <= 1
     # both decode the same planned batches
     assert summary["dali-asr"]["audio_s"] == pytest.approx(summary["ceiling"]["audio_s"])
-    for run in doc["runs"]:
-        result = run["result"]
+    for record in doc["runs"]:
+        result = record["result"]
+        if record["subject"] == "read+decode":
+            assert result["decoded_s"] == pytest.approx(result["audio_s"])
+            continue
         for key in ("wall_s", "cpu_s", "construct_s", "first_batch_s", "peak_rss_mb"):
-            assert result[key] > 0, (run["subject"], key)
+            assert result[key] > 0, (record["subject"], key)
     assert results_md.read_text().startswith("# Benchmark results")
     assert "python benchmarks/run.py --data" in results_md.read_text()
 
@@ -68,3 +85,54 @@ def test_results_entries_are_newest_first(tmp_path: Path) -> None:
     text = path.read_text()
     assert text.startswith("# Benchmark results")
     assert text.index("## new") < text.index("## old")
+
+
+def test_passes_are_sized_from_the_fastest_warm_up() -> None:
+    warm = [{"wall_s": 0.5}, {"wall_s": 2.0}, {"error": "exit 1"}]
+    assert run.size_epochs(warm, 10.0) == 24  # 10 s × the margin 1.2 / 0.5 s
+    assert run.size_epochs([{"error": "exit 1"}], 10.0) == 1
+
+
+def _pass(rnd: int, audio_per_s: float, cpu_ms: float, wall: float = 12.0) -> dict:
+    audio = audio_per_s * wall
+    return {
+        "round": rnd, "wall_s": wall, "audio_s": audio, "cpu_s": cpu_ms * audio / 1000,
+        "batches": 10, "examples": 80, "first_batch_s": 0.4, "peak_rss_mb": 600.0,
+        "real": 9, "padded": 10,
+    }  # fmt: skip
+
+
+def test_issue_14_targets_from_medians() -> None:
+    def row(config: str, subject: str, rate: float, cpu: float) -> bench_report.Row:
+        threads = None if subject == "reference" else 2
+        passes = [_pass(k, rate * (1 + 0.01 * (k - 1)), cpu) for k in range(3)]
+        return bench_report.Row(config, subject, threads, passes, [])
+
+    read_decode = [
+        {**_pass(k, 0, 0), "audio_s": 1000.0, "read_cpu_s": 0.1, "decode_cpu_s": 0.2, "cores": 2}
+        for k in range(3)
+    ]
+    rows = [
+        row("length/waveform/single", "reference", 3000, 0.5),
+        row("length/waveform/single", "dali-asr", 4000, 0.3),
+        bench_report.Row("length/waveform/single", "read+decode", 2, read_decode, []),
+        row("length/waveform/train", "reference", 2000, 0.8),
+        row("length/waveform/train", "dali-asr", 2400, 0.4),
+    ]
+    lines = {
+        (cells[0], cells[1]): cells
+        for line in bench_targets.targets(rows, 2).splitlines()[2:]
+        if (cells := [c.strip() for c in line.strip("|").split("|")])
+    }
+    single, train = "length/waveform/single", "length/waveform/train"
+    assert lines[("audio-s/s ≥ 1.3× the reference's", single)][-1] == "yes"  # 1.33×
+    assert lines[("CPU per audio-s ≤ 0.75× the reference's", single)][-1] == "yes"  # 0.60×
+    # read + decode: 2 cores / 0.3 ms per audio-s = 6,667 audio-s/s; 4,000 is 0.60× of it
+    ceiling = lines[("audio-s/s ≥ 0.85× the read + decode ceiling", single)]
+    assert ceiling[2].startswith("0.60×") and ceiling[-1] == "no"
+    assert lines[("audio-s/s ≥ 1.3× the reference's", train)][-1] == "no"  # 1.20×
+    assert lines[("training stream CPU per audio-s ≤ 1.15× the single pass's", train)][-1] == "no"
+    first = lines[("first batch ≤ 0.5 s", train)]
+    assert first[2] == "0.40 s (reference 0.40 s)" and first[-1] == "yes"
+    assert lines[("peak RSS ≤ the reference's", train)][-1] == "yes"
+    assert lines[("≥ 3 timed passes of ≥ 10 s each", "every loader")][-1] == "yes"
