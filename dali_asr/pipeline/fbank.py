@@ -8,8 +8,9 @@ pre-emphasises the whole signal, and its HTK mel triangles differ from Kaldi's b
   (``graph.kaldi_power``), then ``kernels/log_mel.cu`` applies Kaldi's mel matrix and the log
   with a FLT_EPSILON floor (:func:`log_mel` is its NumPy reference);
 - on the CPU, the graph hands over the decoded waveform and :func:`kaldi_fbank` computes the
-  whole fbank with torch's FFT: about 0.15 CPU ms per audio-second on one thread, against
-  ~0.9 for DALI's CPU operators with :func:`log_mel` (``benchmarks/fbank_cost.py``);
+  whole fbank with torch's FFT: 0.15-0.17 CPU ms per audio-second on one thread, against
+  0.76 for DALI's CPU operators with :func:`log_mel` and 0.93 for kaldi-native-fbank's C++
+  (``benchmarks/fbank_cost.py`` on 2 cores);
 - per-bin standardisation (unbiased std) follows in the collation (``collate.py``).
 """
 

@@ -8,8 +8,8 @@ The GPU fbank path frames the signal the Kaldi way with DALI's own operators
 (:func:`kaldi_power`), so DALI's FFT sees exactly Kaldi's frames; the mel matrix, the log, the
 standardisation and the collation follow in ``kernels/``: DALI's ``mel_filter_bank`` triangles
 differ from Kaldi's by up to 0.004 (see ``fbank.py``). The CPU graph outputs the waveform for
-fbank too: ``fbank.kaldi_fbank`` computes the whole fbank after it at a third of the cost of
-DALI's CPU operators.
+fbank too: ``fbank.kaldi_fbank`` computes the whole fbank after it for a fifth of the CPU time
+DALI's CPU operators take.
 
 Downmixing happens in the decoder, before the copy: it is free there and halves the bytes a
 stereo file sends to the GPU.
