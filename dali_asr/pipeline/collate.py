@@ -185,14 +185,16 @@ class BatchMaker:
         nonfinite = np.array([a.size - np.count_nonzero(np.isfinite(a)) for a in arrays])
         return Decoded(lengths, nonfinite, (arrays, None))
 
+    def features(self, audio: list[np.ndarray]) -> list[np.ndarray]:
+        """The kept utterances' source features: their decoded audio, or its fbank."""
+        return kaldi_fbank(audio) if self.use_fbank else audio
+
     def make(
         self, examples: list[Example], decoded: Decoded, keep: list[int], plan_index: int = 0
     ) -> Seq2SeqBatch:
         """The batch of ``examples`` (the kept ones), whose audio is ``decoded`` at ``keep``."""
         arrays, stats = decoded.payload
-        features = [arrays[i] for i in keep]
-        if self.use_fbank:
-            features = kaldi_fbank(features)
+        features = self.features([arrays[i] for i in keep])
         kept_stats = None if stats is None else stats[keep]
         source, mask = collate_audio(
             features, self.dtype, self.pad_to_multiple, self.norm, kept_stats
