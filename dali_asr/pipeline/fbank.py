@@ -98,11 +98,11 @@ def log_mel(power: np.ndarray) -> np.ndarray:
 
 
 # Frames per pass of kaldi_fbank's FFT and mel: the frames, spectra and powers of one block
-# (~3 MB) stay in cache, which measured 20-30 % cheaper than one pass over a whole batch.
+# (~2.5 MB) stay in cache, which measured 20-30 % cheaper than one pass over a whole batch.
 _BLOCK = 512
 # The mel triangles in four matrix products over the FFT bins each group of 20 bands covers:
-# a quarter of the dense product's multiplications (Kaldi's matrix has 501 non-zeros of 20,560),
-# and measured cheaper than more, smaller products.
+# a quarter of the dense product's multiplications (Kaldi's matrix has 501 non-zeros of 20,560);
+# the dense product and 3, 5, 6 or 8 groups measured no cheaper.
 _MEL_GROUPS = 4
 
 
@@ -160,7 +160,7 @@ def kaldi_fbank(audio: Sequence[np.ndarray]) -> list[np.ndarray]:
     last frame (that frame ends 240 samples past its row), which are computed and never
     returned. Frame sample 0 needs no care: the Povey window is zero there, which is also why
     pre-emphasising the whole buffer once gives Kaldi's in-frame pre-emphasis; removing a
-    frame's mean m before it equals subtracting 0.03 m after it."""
+    frame's mean m before pre-emphasis equals subtracting 0.03 m after it."""
     if not audio:
         return []
     with _one_intra_op_thread():
@@ -183,7 +183,7 @@ def _kaldi_fbank(audio: Sequence[np.ndarray]) -> list[np.ndarray]:
     # frame sums from 80-sample chunk sums: a frame is five chunks, starting every second one
     chunk_sums = x.view(-1, FRAME_SHIFT // 2).sum(1)
     sums = chunk_sums.as_strided((rows, 5), (2, 1)).sum(1)
-    offsets = sums.mul_(-(1.0 - PREEMPHASIS) / FRAME_LENGTH)
+    dc = sums.mul_(-(1.0 - PREEMPHASIS) / FRAME_LENGTH)  # -0.03 × each frame's mean
     window = _scaled_window()
     block = torch.zeros(_BLOCK, FFT_SIZE)  # columns 400.. stay zero: the FFT's padding
     spectra = torch.empty(_BLOCK, FFT_SIZE // 2 + 1, dtype=torch.complex64)
@@ -193,7 +193,7 @@ def _kaldi_fbank(audio: Sequence[np.ndarray]) -> list[np.ndarray]:
         n = min(_BLOCK, rows - start)
         windowed = block[:n, :FRAME_LENGTH]
         torch.mul(framed[start : start + n], window, out=windowed)
-        windowed.addr_(offsets[start : start + n], window)
+        windowed.addr_(dc[start : start + n], window)
         spectrum = torch.fft.rfft(block[:n], out=spectra[:n]).numpy()
         # NumPy's squares measured faster than torch's on the complex64 view
         energy = np.multiply(spectrum.real, spectrum.real, out=power[:n])
