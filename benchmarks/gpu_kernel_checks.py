@@ -244,16 +244,25 @@ def makers_and_outputs(
 ):  # fmt: skip
     """(GpuBatchMaker, BatchMaker, examples, stand-in GPU outputs, the same on the host):
     ``count`` utterances of random lengths under ``longest`` samples (all of ``longest`` with
-    ``exact``)."""
+    ``exact``).
+
+    With fbank the stand-ins are power spectra, as the GPU graph outputs them; the CPU maker,
+    which computes its fbank from the waveform, takes them through ``log_mel`` instead (the
+    kernel's NumPy reference), so that both makers compare cell by cell on the same arrays.
+    That the two devices' fbanks agree from the audio on is tier 2's check."""
     import cupy
 
     from dali_asr.config import SpecAugmentSettings
     from dali_asr.pipeline.augment import Augmenter
     from dali_asr.pipeline.collate import BatchMaker
-    from dali_asr.pipeline.fbank import num_fbank_frames
+    from dali_asr.pipeline.fbank import log_mel, num_fbank_frames
     from dali_asr.pipeline.gpu_collate import GpuBatchMaker
     from dali_asr.storage.discovery import DataFile
     from dali_asr.storage.examples import Example
+
+    class SpectraMaker(BatchMaker):
+        def features(self, audio: list[np.ndarray]) -> list[np.ndarray]:
+            return [log_mel(p) for p in audio] if self.use_fbank else audio
 
     rng = np.random.default_rng(seed)
     samples = np.full(count, longest) if exact else rng.integers(1, longest, count)
@@ -274,7 +283,7 @@ def makers_and_outputs(
     common = (files, 0, dtype, multiple)
     options = {"use_fbank": fbank, "normalize_audio": norm, "augmenter": augmenter}
     gpu_maker = GpuBatchMaker(*common, device_id=cupy.cuda.Device().id, **options)
-    cpu_maker = BatchMaker(*common, **options)
+    cpu_maker = SpectraMaker(*common, **options)
     lengths = [np.array([s], dtype=np.int64) for s in sizes]
     gpu_out = ([StandInSample(cupy.asarray(a)) for a in host], lengths)
     # the maker reads them on its own stream, as DALI's outputs are ordered on it

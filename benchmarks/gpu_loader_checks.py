@@ -70,7 +70,8 @@ def split_blobs(data: Path, split: str, limit: int) -> list[np.ndarray]:
 def _graph_outputs(blobs, device: str, fbank: bool, size: int, with_maker: bool):
     """Per batch of ``size`` files: the graph's outputs made into a standardised/layer-normed
     float32 batch by the device's maker, as numpy; and the unnormalised features per file."""
-    from dali_asr.pipeline.collate import BatchMaker, fbank_features
+    from dali_asr.pipeline.collate import BatchMaker
+    from dali_asr.pipeline.fbank import kaldi_fbank
     from dali_asr.pipeline.graph import build_pipeline
     from dali_asr.storage.discovery import DataFile
     from dali_asr.storage.examples import Example
@@ -97,7 +98,7 @@ def _graph_outputs(blobs, device: str, fbank: bool, size: int, with_maker: bool)
             raw += [np.asarray(outputs[0][i]).copy() for i in range(len(chunk))]
             continue
         if device == "cpu" and fbank:
-            raw += fbank_features([np.asarray(outputs[0][i]) for i in range(len(chunk))])
+            raw += kaldi_fbank([np.asarray(outputs[0][i]) for i in range(len(chunk))])
         examples = [Example(0, 0, i, 0, "", np.arange(3)) for i in range(len(chunk))]
         decoded = maker.decoded(outputs, range(len(chunk)))
         batch = maker.make(examples, decoded, list(range(len(chunk))))

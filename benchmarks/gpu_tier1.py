@@ -5,7 +5,8 @@
 Rows: the device; every kernel against its NumPy reference on random inputs with poisoned
 outputs; zero copy (the torch tensor's pointer is the kernel's output); ``GpuBatchMaker`` fed
 stand-ins for DALI's GPU outputs against the CPU ``BatchMaker`` on the same arrays, cell by cell
-(waveform, layer norm, fbank from power spectra, SpecAugment, float32 / bfloat16 / float16,
+(waveform, layer norm, fbank from power spectra through ``log_mel`` on the CPU side: see
+``gpu_kernel_checks.makers_and_outputs``; SpecAugment, float32 / bfloat16 / float16,
 padding to a multiple, a dropped example); the event / ``record_stream`` hand-over to a consumer
 on another stream; the device under ``LOCAL_RANK`` and ``CUDA_VISIBLE_DEVICES``; kernel times
 with CUDA events for a 960,000-sample batch; the collate kernel's bandwidth against a

@@ -17,7 +17,7 @@ import torch
 
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.keys import ExampleKey
-from dali_asr.pipeline.fbank import frame_offsets, log_mel
+from dali_asr.pipeline.fbank import kaldi_fbank
 from dali_asr.storage.examples import Example, example_key
 
 if TYPE_CHECKING:
@@ -132,14 +132,6 @@ def audio_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
     return tensor.view(torch.bfloat16) if dtype == "bfloat16" else tensor
 
 
-def fbank_features(power: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Unnormalised log-mel fbank per utterance from the graph's power spectra: [frames, 80]
-    views of one buffer."""
-    offsets = frame_offsets([len(p) for p in power])
-    mel = log_mel(np.concatenate(power)) if len(power) else np.zeros((0, 80), np.float32)
-    return [mel[offsets[b] : offsets[b + 1]] for b in range(len(power))]
-
-
 @dataclass
 class Decoded:
     """One planned batch's decoded audio, before anything is dropped: samples per file and
@@ -152,7 +144,7 @@ class Decoded:
 
 class BatchMaker:
     """Turns a planned batch and its decoded audio into a ``Seq2SeqBatch`` with the NumPy
-    references (the CPU path)."""
+    references and ``fbank.kaldi_fbank`` (the CPU path)."""
 
     def __init__(
         self,
@@ -182,7 +174,7 @@ class BatchMaker:
 
     def decoded(self, outputs, rows: range) -> Decoded:
         """DALI's outputs for one planned batch: decoded sample counts, non-finite values,
-        and the graph's output arrays (audio, or fbank power spectra)."""
+        and the decoded audio (the CPU graph outputs the waveform for fbank too)."""
         features, audio_lengths = outputs
         arrays = [np.asarray(features[i]) for i in rows]
         lengths = np.array([int(np.asarray(audio_lengths[i])[0]) for i in rows], dtype=np.int64)
@@ -193,14 +185,16 @@ class BatchMaker:
         nonfinite = np.array([a.size - np.count_nonzero(np.isfinite(a)) for a in arrays])
         return Decoded(lengths, nonfinite, (arrays, None))
 
+    def features(self, audio: list[np.ndarray]) -> list[np.ndarray]:
+        """The kept utterances' source features: their decoded audio, or its fbank."""
+        return kaldi_fbank(audio) if self.use_fbank else audio
+
     def make(
         self, examples: list[Example], decoded: Decoded, keep: list[int], plan_index: int = 0
     ) -> Seq2SeqBatch:
         """The batch of ``examples`` (the kept ones), whose audio is ``decoded`` at ``keep``."""
         arrays, stats = decoded.payload
-        features = [arrays[i] for i in keep]
-        if self.use_fbank:
-            features = fbank_features(features)
+        features = self.features([arrays[i] for i in keep])
         kept_stats = None if stats is None else stats[keep]
         source, mask = collate_audio(
             features, self.dtype, self.pad_to_multiple, self.norm, kept_stats
