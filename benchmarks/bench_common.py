@@ -14,6 +14,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,6 +134,22 @@ def spec_from_argv(doc: str | None, argv: list[str]) -> ChildSpec | None:
         print(doc or "")
         return None
     return ChildSpec.from_json(argv[0])
+
+
+def child_main(doc: str | None, measure: Callable[[ChildSpec], dict[str, Any]]) -> None:
+    """A child process's whole run: the spec from the command line, ``measure(spec)``, and
+    the result (with the RSS after imports and the thread count) on stdout for run.py."""
+    import logging
+
+    spec = spec_from_argv(doc, sys.argv[1:])
+    if spec is None:
+        return
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    rss_import = current_rss_mb()
+    result = measure(spec)
+    result["rss_after_import_mb"] = rss_import
+    result["threads"] = spec.threads
+    emit(result)
 
 
 def cpu_seconds() -> float:

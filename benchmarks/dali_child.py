@@ -13,15 +13,13 @@ collating and building torch tensors (and, for fbank, the features).
 
 from __future__ import annotations
 
-import logging
 import shutil
-import sys
 import tempfile
 from typing import Any
 
 import numpy as np
 import torch  # noqa: F401  (imported before timing, as a training script would have it)
-from bench_common import SAMPLE_RATE, ChildSpec, PassMeter, current_rss_mb, emit, spec_from_argv
+from bench_common import SAMPLE_RATE, ChildSpec, PassMeter, child_main, current_rss_mb
 
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
@@ -77,19 +75,28 @@ def planned_batches(spec: ChildSpec, cache_dir: str | None) -> tuple[list, int]:
     return batches, size
 
 
-def decode_pipeline(source: Any, batch_size: int, threads: int) -> Any:
-    """external_source → decoders.audio, with the loader's decoder arguments and executor."""
+ENCODED = "encoded"
+
+
+def decode_pipeline(
+    source: Any, batch_size: int, threads: int, prefetch_queue_depth: int = 2
+) -> Any:
+    """external_source → decoders.audio, with the loader's decoder arguments and executor;
+    ``source`` None: fed by hand (``pipe.feed_input(ENCODED, ...)``)."""
     from nvidia.dali import fn, pipeline_def, types
 
     @pipeline_def(
         batch_size=batch_size,
         num_threads=threads,
         device_id=None,
-        prefetch_queue_depth=2,
+        prefetch_queue_depth=prefetch_queue_depth,
         exec_dynamic=True,
     )
     def decode_only():
-        encoded = fn.external_source(source=source, dtype=types.UINT8, ndim=1, batch=True)
+        if source is None:
+            encoded = fn.external_source(name=ENCODED, dtype=types.UINT8, ndim=1)
+        else:
+            encoded = fn.external_source(source=source, dtype=types.UINT8, ndim=1, batch=True)
         audio, _ = fn.decoders.audio(
             encoded, dtype=types.FLOAT, downmix=True, sample_rate=float(SAMPLE_RATE)
         )
@@ -143,28 +150,19 @@ def run_ceiling(spec: ChildSpec, cache_dir: str | None) -> dict[str, Any]:
     return result
 
 
-def main() -> None:
-    spec = spec_from_argv(__doc__, sys.argv[1:])
-    if spec is None:
-        return
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    rss_import = current_rss_mb()
+def measure(spec: ChildSpec) -> dict[str, Any]:
     # the training stream's row-group cache, removed here whatever happens (as for the reference)
     cache_dir = tempfile.mkdtemp(prefix="bench-cache-") if spec.endless else None
     try:
         if spec.subject == "dali-asr":
-            result = run_dali_asr(spec, cache_dir)
-        elif spec.subject == "ceiling":
-            result = run_ceiling(spec, cache_dir)
-        else:
-            raise SystemExit(f"dali_child.py: unknown subject {spec.subject!r}")
+            return run_dali_asr(spec, cache_dir)
+        if spec.subject == "ceiling":
+            return run_ceiling(spec, cache_dir)
+        raise SystemExit(f"dali_child.py: unknown subject {spec.subject!r}")
     finally:
         if cache_dir is not None:
             shutil.rmtree(cache_dir, ignore_errors=True)
-    result["rss_after_import_mb"] = rss_import
-    result["threads"] = spec.threads
-    emit(result)
 
 
 if __name__ == "__main__":
-    main()
+    child_main(__doc__, measure)
