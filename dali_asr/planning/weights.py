@@ -19,9 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from os import PathLike
-from pathlib import Path
 
 import numpy as np
+
+from dali_asr.storage.discovery import read_text
 
 __all__ = ["partition_weights", "read_stats_tsv"]
 
@@ -29,7 +30,8 @@ _REQUIRED = ("corpus", "language", "hours")
 
 
 def read_stats_tsv(path: str | PathLike[str]) -> dict[tuple[str, str], float]:
-    """Read a statistics TSV into ``{(corpus, language): hours}``, in file order.
+    """Read a statistics TSV (a local path or a URI such as ``s3://bucket/stats.tsv``) into
+    ``{(corpus, language): hours}``, in file order.
 
     The first line is a tab-separated header that must name the columns ``corpus``,
     ``language`` and ``hours`` (in any order; other columns are ignored). Blank lines are skipped,
@@ -41,8 +43,7 @@ def read_stats_tsv(path: str | PathLike[str]) -> dict[tuple[str, str], float]:
             number of fields, an empty corpus or language, hours that are not a finite
             non-negative number, or a repeated (corpus, language) pair.
     """
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "stats TSV")
     lines = text.splitlines()
     if not lines:
         raise ValueError(f"{path}: empty file, expected a header line 'corpus\\tlanguage\\thours'.")

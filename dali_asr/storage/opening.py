@@ -13,7 +13,12 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from dali_asr.errors import ConfigError, DatasetError
-from dali_asr.storage.discovery import discover_split, open_filesystem, resolve_dataset_root
+from dali_asr.storage.discovery import (
+    describe_location,
+    discover_split,
+    open_filesystem,
+    resolve_dataset_root,
+)
 from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
 from dali_asr.storage.manifest import ManifestFiles, is_manifest_dir, list_manifest_splits
 from dali_asr.storage.row_groups import ParquetFiles
@@ -45,7 +50,8 @@ class OpenedDataset:
                 return CharTokenizer.from_texts(line.rstrip("\n") for line in lines)
         if self.filesystem is not None:
             raise ConfigError(
-                "a dataset on a remote filesystem needs --tokenizer (the built-in character "
+                f"dataset {describe_location(self.filesystem, self.root)} is on a remote "
+                "filesystem: give a tokenizer (--tokenizer MODEL; the built-in character "
                 "vocabulary is built from local files)"
             )
         return load_tokenizer(None, Path(self.root))
@@ -71,12 +77,13 @@ def open_dataset(
 ) -> OpenedDataset:
     """The files of ``splits`` (each in path order), filtered by ``partition_filters`` on every
     split (the reference filters training streams only)."""
-    fs, local = open_filesystem(data, filesystem)
+    fs, inside = open_filesystem(data, filesystem)
     remote = filesystem is not None or not isinstance(fs, pafs.LocalFileSystem)
-    if not remote and is_manifest_dir(Path(local)):
-        return _open_manifest(Path(local), splits)
+    if not remote and is_manifest_dir(Path(inside)):
+        return _open_manifest(Path(inside), splits)
     remote_fs = fs if remote else None
-    root = resolve_dataset_root(data, remote_fs)
+    # the path inside the filesystem, not ``data``: a URI is no path inside its own filesystem
+    root = resolve_dataset_root(inside, remote_fs)
     expression = parse_partition_filter(partition_filters)
     files: list = []
     segments = []
@@ -87,7 +94,7 @@ def open_dataset(
             if not found:
                 raise DatasetError(
                     f"partition_filters {describe(expression)} leave no files in split "
-                    f"{name!r} under {root}"
+                    f"{name!r} under {describe_location(remote_fs, root)}"
                 )
         segments.append(range(len(files), len(files) + len(found)))
         files.extend(found)

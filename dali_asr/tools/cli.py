@@ -17,6 +17,7 @@ from pathlib import Path
 
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
 from dali_asr.errors import ConfigError, DatasetError
+from dali_asr.storage.discovery import as_location
 
 log = logging.getLogger("dali_asr")
 
@@ -34,8 +35,9 @@ def _common(p: argparse.ArgumentParser, data_required: bool = True) -> None:
     p.add_argument(
         "--data",
         required=data_required,
-        type=Path,
-        help="dataset root (holding corpus=... folders, or one version=* folder)",
+        type=as_location,
+        help="dataset root (holding corpus=... folders, or one version=* folder): a local "
+        "folder or a URI (s3://bucket/folder, gs://..., hdfs://...)",
     )
     p.add_argument("--split", default="train", help="split, or <split>_<corpus> (default train)")
     p.add_argument(

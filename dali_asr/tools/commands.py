@@ -24,7 +24,7 @@ from dali_asr.config import AsrTaskConfig, LoaderConfig, load_config
 from dali_asr.errors import ConfigError
 from dali_asr.pipeline.cuda_env import resolve_auto_budget
 from dali_asr.storage import SAMPLE_RATE
-from dali_asr.storage.discovery import open_filesystem, resolve_dataset_root
+from dali_asr.storage.discovery import as_location, open_filesystem, resolve_dataset_root
 from dali_asr.tools.stats import Projection, SplitData, load_splits, project, project_ranks
 from dali_asr.tools.stats_tables import bucket_fill, bucket_table, length_histogram
 from dali_asr.tools.tune_command import Handler, register_tune_batch
@@ -61,7 +61,9 @@ def register(
         if action.dest == "split":
             action.default = None
             action.help = "split(s), comma-separated, or <split>_<corpus> (default: every split)"
-    stats.add_argument("path", nargs="?", type=Path, help="dataset root (instead of --data)")
+    stats.add_argument(
+        "path", nargs="?", type=as_location, help="dataset root or URI (instead of --data)"
+    )
     stats.add_argument(
         "--world-size", type=int, default=1, help="ranks for the batches-per-rank projection"
     )
@@ -188,7 +190,7 @@ def cmd_bucket_sizes(args: argparse.Namespace) -> int:
 # --- stats ------------------------------------------------------------------------------------
 
 
-def _dataset_path(args: argparse.Namespace) -> Path:
+def _dataset_path(args: argparse.Namespace) -> Path | str:
     if args.data is not None and args.path is not None and args.data != args.path:
         raise ConfigError(f"two dataset paths given: --data {args.data} and {args.path}")
     path = args.data if args.data is not None else args.path
@@ -210,7 +212,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     path = _dataset_path(args)
     fs, inside = open_filesystem(path)
     filesystem = None if isinstance(fs, pafs.LocalFileSystem) else fs
-    root = resolve_dataset_root(inside if filesystem is not None else path, filesystem)
+    root = resolve_dataset_root(inside, filesystem)
     tokenizer = None
     if args.tokenizer is not None:
         from dali_asr.text import load_tokenizer

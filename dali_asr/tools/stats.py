@@ -28,7 +28,13 @@ from dali_asr.errors import DatasetError
 from dali_asr.planning import sharding
 from dali_asr.planning.planners import TOO_LONG, TOO_SHORT, make_batcher
 from dali_asr.storage import SAMPLE_RATE
-from dali_asr.storage.discovery import DataFile, Location, discover_split, list_files
+from dali_asr.storage.discovery import (
+    DataFile,
+    Location,
+    describe_location,
+    discover_split,
+    list_files,
+)
 from dali_asr.storage.filters import describe, filter_files, parse_partition_filter
 from dali_asr.storage.row_groups import LENGTH, TEXT, ParquetFiles
 from dali_asr.text import TextFilter, Tokenizer
@@ -194,7 +200,7 @@ def load_splits(
         ]
     everything = list_files(root, filesystem)
     if not everything:
-        raise DatasetError(f"no parquet files under {root}")
+        raise DatasetError(f"no parquet files under {describe_location(filesystem, root)}")
     names = sorted({f.split for f in everything})
     return [
         load_split(s, [f for f in everything if f.split == s], config, filesystem, tokenizer)
