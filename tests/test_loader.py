@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import threading
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
-from conftest import MILESTONE_TASK
+from conftest import MILESTONE_TASK, SHARED
 
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.config import LoaderConfig, config_from_dict
@@ -19,6 +22,7 @@ from dali_asr.loader import AsrLoader
 from dali_asr.storage.examples import example_key
 
 LENGTH_TASK = MILESTONE_TASK
+T = TypeVar("T")
 
 
 def make_config(**task: object) -> LoaderConfig:
@@ -162,44 +166,172 @@ def test_close_is_idempotent_and_stops_threads(espeak_root: Path, espeak_tokeniz
     assert not ours, ours
 
 
-def _expected_plan(root: Path, task: dict) -> list[list[tuple[str, int, int]]]:
-    """The plan computed independently: rows in path order, the reference's filters by hand,
-    then fairseq2's first-fit bucketing (checked against golden vectors in test_batching)."""
-    from helpers.fairseq2_ops import bucket_by_length
+def _ours(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Loader threads started since ``before`` that are still alive."""
+    return [t for t in set(threading.enumerate()) - before if t.name.startswith("dali-asr")]
 
-    from dali_asr.batching import length_bucket_sizes
 
+def test_with_block_closes_the_loader_on_an_exception(espeak_root: Path, espeak_tokenizer) -> None:
+    before = set(threading.enumerate())  # earlier tests' loaders may still be winding down
+    config = make_config()
+    with (
+        pytest.raises(RuntimeError, match="in the training step"),
+        AsrLoader(espeak_root, "train", config, espeak_tokenizer) as loader,
+    ):
+        it = iter(loader)
+        next(it)
+        assert _ours(before)  # the epoch's threads run
+        raise RuntimeError("in the training step")
+    # the loader and its iterator are still referenced: the with block stopped the threads,
+    # not the garbage collector
+    assert not _ours(before)
+    assert loader.files and it is not None
+
+
+@pytest.mark.parametrize(
+    ("fbank", "multiple"), [(False, 1000), (True, 7)], ids=["waveform", "fbank"]
+)
+def test_pad_to_multiple(
+    espeak_root: Path, espeak_tokenizer: Path, fbank: bool, multiple: int
+) -> None:
+    """The time axis of every batch is the least multiple of ``pad_to_multiple`` that holds it;
+    the values, lengths and targets are those of the unpadded batch, the padding is zeros
+    and the mask marks it."""
+    plain_config = make_config(use_fbank=fbank, max_num_batches=3)
+    config = make_config(use_fbank=fbank, max_num_batches=3, dali_asr={"pad_to_multiple": multiple})
+    plain = list(AsrLoader(espeak_root, "dev", plain_config, espeak_tokenizer))
+    padded = list(AsrLoader(espeak_root, "dev", config, espeak_tokenizer))
+    assert len(padded) == len(plain) == 3
+    widths = []
+    for p, b in zip(plain, padded, strict=True):
+        assert b.keys == p.keys
+        width, real = b.source_seqs.shape[1], p.source_seqs.shape[1]
+        assert width % multiple == 0 and real <= width < real + multiple
+        widths.append((real, width))
+        assert torch.equal(b.source_seq_lens, p.source_seq_lens)
+        assert torch.equal(b.target_seqs, p.target_seqs)
+        assert torch.equal(b.source_seqs[:, :real], p.source_seqs)
+        assert torch.all(b.source_seqs[:, real:] == 0)
+        steps = torch.arange(width)[None, :]
+        assert torch.equal(b.source_padding_mask, steps >= b.source_seq_lens[:, None])
+    assert any(real < width for real, width in widths)
+
+
+# -- an oracle of the reference's LENGTH plan that shares no code with dali_asr ---------------
+# Written from Omnilingual's and fairseq2's behaviour as ../shared/reference/omnilingual-
+# semantics.md describes it (sections 5.1-5.3), and held to the reference's own outputs by
+# ``test_the_plan_oracle_is_the_reference``: fairseq2's bucket vectors and the plan Omnilingual
+# recorded on espeak-mini.
+
+GOLDEN_VECTORS = SHARED / "reference" / "bucket-vectors.json"
+GOLDEN_PLANS = Path(__file__).parent / "golden" / "reference-plans.json"
+
+
+def oracle_bucket_sizes(
+    min_len: int, max_len: int, max_num_elements: int, multiple: int
+) -> list[tuple[int, int]]:
+    """(batch size, length bound) buckets: Omnilingual's round-down of the budget to a multiple
+    of ``max_len``, then fairseq2's ``create_bucket_sizes``: for every distinct count
+    ``budget // length``, the longest length that fits it, counts above ``multiple`` rounded
+    down to a multiple of it."""
+    budget = max_num_elements - max_num_elements % max_len
+    buckets = []
+    count, length = budget, 1
+    while length < max_len:
+        if length >= min_len:
+            buckets.append((count, length))
+        count = budget // (length + 1)
+        length = budget // count
+    buckets.append((count, max_len))
+    return [(c - c % multiple if c > multiple else c, n) for c, n in buckets]
+
+
+def oracle_batches(
+    items: list[tuple[T, int]], buckets: list[tuple[int, int]], min_len: int
+) -> list[list[T]]:
+    """fairseq2's ``bucket_by_length`` (skipping items outside [min_len, longest bound]): each
+    item joins the first bucket whose bound covers it, a full bucket is a batch at once; at the
+    end the longest non-empty bucket, topped up with the last items of the nearest shorter
+    buckets, is a batch, until none is left."""
+    waiting: list[list[T]] = [[] for _ in buckets]
+    out = []
+    for item, length in items:
+        if not min_len <= length <= buckets[-1][1]:
+            continue
+        i = min(j for j, (_, bound) in enumerate(buckets) if length <= bound)
+        waiting[i].append(item)
+        if len(waiting[i]) == buckets[i][0]:
+            out.append(waiting[i])
+            waiting[i] = []
+    while any(waiting):
+        i = max(j for j, w in enumerate(waiting) if w)
+        batch, waiting[i] = waiting[i], []
+        for j in range(i - 1, -1, -1):
+            while len(batch) < buckets[i][0] and waiting[j]:
+                batch.append(waiting[j].pop())
+        out.append(batch)
+    return out
+
+
+def oracle_plan(root: Path, task: dict) -> list[list[tuple[str, int, int, str]]]:
+    """The single-pass LENGTH plan of split train: rows in path order, the reference's length
+    and text filters by hand (no row of espeak-mini is all-unknown), then the buckets above.
+    Each example is (file, row group, row, language + tab + text)."""
     items = []
     for path in sorted(root.rglob("split=train/**/*.parquet")):
         pf = pq.ParquetFile(path)
+        language = path.parent.name.removeprefix("language=")
         for g in range(pf.metadata.num_row_groups):
-            t = pf.read_row_group(g, columns=["audio_size", "text"]).to_pylist()
-            for r, row in enumerate(t):
+            rows = pf.read_row_group(g, columns=["audio_size", "text"]).to_pylist()
+            for r, row in enumerate(rows):
                 n, text = row["audio_size"], row["text"]
                 if not task["min_audio_len"] <= n <= task["max_audio_len"]:
                     continue
-                if not text or n / len(text) < 160:
+                if not text or n / len(text) < 160:  # empty text, too fast
                     continue
-                items.append(((path.relative_to(root).as_posix(), g, r), n))
-    sizes = length_bucket_sizes(
-        min_audio_len=task["min_audio_len"],
-        max_audio_len=task["max_audio_len"],
-        max_num_elements=task["max_num_elements"],
-        num_seqs_multiple_of=task["num_seqs_multiple_of"],
-        max_bucket_size=None,
+                key = (path.relative_to(root).as_posix(), g, r, f"{language}\t{text}")
+                items.append((key, n))
+    buckets = oracle_bucket_sizes(
+        task["min_audio_len"],
+        task["max_audio_len"],
+        task["max_num_elements"],
+        task["num_seqs_multiple_of"],
     )
-    batches = bucket_by_length(items, lambda it: it[1], sizes, min_data_len=task["min_audio_len"])
-    return [[key for key, _ in b] for b in batches]
+    return oracle_batches(items, buckets, task["min_audio_len"])
+
+
+def test_the_plan_oracle_is_the_reference(espeak_root: Path) -> None:
+    vectors = json.loads(GOLDEN_VECTORS.read_text())
+    for case in vectors["create_bucket_sizes"]:
+        got = oracle_bucket_sizes(
+            case["min_seq_len"],
+            case["max_seq_len"],
+            case["max_num_elements_requested"],
+            case["num_seqs_multiple_of"],
+        )
+        assert got == [tuple(b) for b in case["buckets"]], case["count"]
+    case = vectors["bucket_by_length"]
+    lengths = case["input_lengths_by_index"]
+    got = oracle_batches(
+        list(enumerate(lengths)), [tuple(b) for b in case["bucket_sizes"]], case["min_data_len"]
+    )
+    assert got == [[i for i, _ in b] for b in case["output_drop_remainder_false"]]
+    golden = json.loads(GOLDEN_PLANS.read_text())
+    assert golden["length_batching"].items() <= {**LENGTH_TASK, "drop_remainder": False}.items()
+    plan = oracle_plan(espeak_root / "version=0", LENGTH_TASK)
+    ids = [[hashlib.sha1(k[3].encode()).hexdigest()[:16] for k in b] for b in plan]
+    assert ids == golden["plans"]["length/det"]
 
 
 def test_small_dataset_with_several_row_groups(small_dataset: Path, espeak_tokenizer) -> None:
-    """Files of several row groups (40 + 8 rows): keys address the right rows, every example
-    arrives once, and the audio is the audio of that key."""
+    """Files of several row groups (40 + 8 rows): the batches are the reference's (the oracle
+    above), keys address the right rows, every example arrives once, and the audio is the
+    audio of that key."""
     task = {**LENGTH_TASK, "max_num_elements": 480_000}
     loader = AsrLoader(small_dataset, "train", make_config(**task), espeak_tokenizer)
     batches = list(loader)
     got = [[(k.file, k.row_group, k.row) for k in b.keys] for b in batches]
-    assert got == _expected_plan(small_dataset, task)
+    assert got == [[k[:3] for k in b] for b in oracle_plan(small_dataset, task)]
     assert any(k.row_group == 1 for b in batches for k in b.keys)
     for b in batches[:: max(1, len(batches) // 6)]:
         for i, key in enumerate(b.keys):

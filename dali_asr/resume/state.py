@@ -162,6 +162,13 @@ def check_compatible(saved: Any, dataset: DatasetFingerprint, config: dict[str, 
     missing = [k for k in LoaderState.__required_keys__ if k not in saved]
     if missing:
         raise ConfigError(f"resume state lacks the keys {missing}: is it AsrLoader.state_dict()?")
+    # settings first: another split or partition filter also changes the files, and the
+    # setting says why
+    keys = (set(saved["config"]) | set(config)) - {"rank", "world_size"}
+    changed = sorted(k for k in keys if saved["config"].get(k) != config.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
+        raise ConfigError(f"resume state was saved with other settings: {detail}")
     old = saved["dataset"]
     if old != dataset:
         raise ConfigError(
@@ -170,8 +177,3 @@ def check_compatible(saved: Any, dataset: DatasetFingerprint, config: dict[str, 
             f"{dataset['files']} / {dataset['row_groups']} now"
             + ("" if old["files"] != dataset["files"] else " (same counts, other contents)")
         )
-    keys = (set(saved["config"]) | set(config)) - {"rank", "world_size"}
-    changed = sorted(k for k in keys if saved["config"].get(k) != config.get(k))
-    if changed:
-        detail = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)
-        raise ConfigError(f"resume state was saved with other settings: {detail}")

@@ -17,11 +17,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import MILESTONE_TASK, partition_dir, torchrun_two_ranks, write_parquet
+import torch
+from conftest import MILESTONE_TASK, torchrun_two_ranks, write_parquet
 
 from dali_asr.config import config_from_dict
 from dali_asr.errors import BadAudioError
 from dali_asr.loader import AsrLoader
+from dali_asr.storage.examples import example_key
 from dali_asr.text import CharTokenizer, Tokenizer
 
 SOURCE = "version=0/corpus=espeak_read/split=train/language=eng_Latn/part-00000.parquet"
@@ -88,14 +90,16 @@ def bad_rows(rows: list[dict], rng: np.random.Generator) -> dict[int, str | None
     return expected
 
 
-@pytest.fixture(scope="module")
-def bad_dataset(espeak_root: Path, tmp_path_factory: pytest.TempPathFactory):
+def source_rows(espeak_root: Path) -> list[dict]:
+    """The first 40 rows of SOURCE, audio as bytes."""
     rows = pq.read_table(espeak_root / SOURCE).to_pylist()[:40]
     for r in rows:
         r["audio_bytes"] = bytes(np.asarray(r["audio_bytes"], np.int8).view(np.uint8))
-    expected = bad_rows(rows, np.random.default_rng(7))
-    # the 44.1 kHz WAV: its audio_size is the length after resampling to 16 kHz
-    rows[7]["audio_size"] = sf.info(io.BytesIO(rows[7]["audio_bytes"])).frames * 16_000 // 44_100
+    return rows
+
+
+def write_rows(rows: list[dict], base: Path) -> Path:
+    """``rows`` as FILE under ``base/version=0``, in row groups of 10; returns the root."""
     table = pa.table(
         {
             "text": [r["text"] for r in rows],
@@ -106,8 +110,18 @@ def bad_dataset(espeak_root: Path, tmp_path_factory: pytest.TempPathFactory):
             "audio_size": pa.array([r["audio_size"] for r in rows], pa.int64()),
         }
     )
-    root = tmp_path_factory.mktemp("bad") / "version=0"
-    write_parquet(partition_dir(root, "c", "train", "eng_Latn") / "part-0.parquet", table, 10)
+    root = base / "version=0"
+    write_parquet(root / FILE, table, 10)
+    return root
+
+
+@pytest.fixture(scope="module")
+def bad_dataset(espeak_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    rows = source_rows(espeak_root)
+    expected = bad_rows(rows, np.random.default_rng(7))
+    # the 44.1 kHz WAV: its audio_size is the length after resampling to 16 kHz
+    rows[7]["audio_size"] = sf.info(io.BytesIO(rows[7]["audio_bytes"])).frames * 16_000 // 44_100
+    root = write_rows(rows, tmp_path_factory.mktemp("bad"))
     too_short = {i for i, r in enumerate(rows) if r["audio_size"] < 16_000 and i not in expected}
     # a character vocabulary of the real texts: the snowmen are all unknown
     tokenizer = CharTokenizer.from_texts(r["text"] for r in rows if "☃" not in r["text"])
@@ -311,3 +325,103 @@ def test_all_bad_batches_become_fillers_so_ranks_keep_step(bad_dataset, tmp_path
         assert result["filler_batches"] == len(result["fillers"])
     delivered = [b.plan_index for b in loader]  # one rank: an all-bad batch is left out
     assert delivered == [i for i in range(len(plan)) if i not in all_bad]
+
+
+MIN_SAMPLES_PER_CHAR = 1_000
+NON_FINITE = {30: np.inf, 31: -np.inf, 32: np.nan}
+"""Rows whose audio becomes a float WAV holding one +inf, -inf or NaN sample."""
+AT_THE_LIMIT, JUST_OVER = 12, 4
+"""Rows whose text is made exactly MIN_SAMPLES_PER_CHAR samples per character (kept), and one
+character too long for that (too fast)."""
+
+
+@pytest.fixture(scope="module")
+def odd_dataset(espeak_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """SOURCE's first 40 rows with non-finite samples in three and a speech rate just at and
+    just past ``min_samples_per_char`` in two; the rows' own speech rates (espeak reads 850 to
+    2,100 samples per character) make about a dozen more too fast."""
+    rows = source_rows(espeak_root)
+    tone = (0.3 * np.sin(np.arange(48_000) / 7)).astype(np.float32)
+    for row, value in NON_FINITE.items():
+        audio = tone.copy()
+        audio[1000 + row] = value
+        rows[row]["audio_bytes"] = encode(audio, 16_000, "WAV", "FLOAT")
+        rows[row]["audio_size"] = 48_000
+    # 59,000 is within the length check's tolerance of the real 59,436 samples
+    rows[AT_THE_LIMIT]["audio_size"] = 59_000
+    rows[AT_THE_LIMIT]["text"] = (rows[AT_THE_LIMIT]["text"] * 2)[:59]
+    over = rows[JUST_OVER]["audio_size"] // MIN_SAMPLES_PER_CHAR + 1
+    rows[JUST_OVER]["text"] = (rows[JUST_OVER]["text"] * 2)[:over]
+    root = write_rows(rows, tmp_path_factory.mktemp("odd"))
+    tokenizer = CharTokenizer.from_texts(r["text"] for r in rows)
+    return root, rows, tokenizer
+
+
+def _by_row(keys) -> set[int]:
+    return {k.row_group * 10 + k.row for k in keys if k.file == FILE}
+
+
+@pytest.mark.parametrize(
+    "features",
+    [{}, {"normalize_audio": True}, {"use_fbank": True}],
+    ids=["waveform", "normalize_audio", "fbank"],
+)
+def test_non_finite_samples_and_too_fast_speech_are_skipped(
+    odd_dataset, features: dict[str, bool]
+) -> None:
+    """+inf, -inf and NaN samples are ``non_finite_audio`` on every feature path (the
+    layer norm's statistics and the fbank's have their own code), and nothing non-finite
+    reaches a batch; speech faster than ``min_samples_per_char`` is ``too_fast_speech``, the
+    limit itself is kept."""
+    root, rows, tokenizer = odd_dataset
+    cfg = config_from_dict(
+        {
+            "asr_task_config": {
+                **TASK,
+                **features,
+                "min_samples_per_char": MIN_SAMPLES_PER_CHAR,
+            },
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        }
+    )
+    loader = AsrLoader(root, "train", cfg, tokenizer)
+    batches = list(loader)
+    skipped = {reason: _by_row(keys) for reason, keys in loader.report.keys.items()}
+    in_range = {
+        i for i, r in enumerate(rows) if TASK["min_audio_len"] <= r["audio_size"] <= 480_000
+    }
+    # the speech rate by hand: samples per raw character
+    too_fast = {
+        i for i in in_range if rows[i]["audio_size"] / len(rows[i]["text"]) < MIN_SAMPLES_PER_CHAR
+    }
+    assert JUST_OVER in too_fast and AT_THE_LIMIT not in too_fast and len(too_fast) > 5
+    assert skipped.pop("too_fast_speech") == too_fast
+    assert skipped.pop("non_finite_audio") == set(NON_FINITE)
+    assert skipped.pop("audio_too_short") == set(range(len(rows))) - in_range
+    assert not skipped
+    got = [k.row_group * 10 + k.row for b in batches for k in b.keys]
+    assert sorted(got) == sorted(in_range - too_fast - set(NON_FINITE))
+    for b in batches:
+        assert torch.isfinite(b.source_seqs).all()
+        assert (b.source_seqs[b.source_padding_mask] == 0).all()
+    loader.close()
+
+
+def test_a_decode_failure_replays_the_plan_in_order(bad_dataset) -> None:
+    """After DALI fails on a file, the batches in flight are probed and replayed: the loop
+    receives the plan's batches in the plan's order, each with its examples in the plan's
+    order, less the bad examples (and the batches left with none)."""
+    root, *_, tokenizer = bad_dataset
+    doc = {
+        "asr_task_config": {**TASK, "batching_strategy": "STATIC", "batch_size": 3},
+        "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+        "dali_asr": {"decode_batch": 12},
+    }
+    planner = AsrLoader(root, "train", config_from_dict(doc), tokenizer)
+    plan = [[str(example_key(planner.files.files, ex)) for ex in b] for b in planner.plan()]
+    loader = AsrLoader(root, "train", config_from_dict(doc), tokenizer)
+    delivered = [(b.plan_index, [str(k) for k in b.keys]) for b in loader]
+    assert "decode_error" in loader.report.counts
+    bad = {str(k) for keys in loader.report.keys.values() for k in keys}
+    expected = [(i, [k for k in b if k not in bad]) for i, b in enumerate(plan)]
+    assert delivered == [(i, keys) for i, keys in expected if keys]

@@ -1,25 +1,22 @@
 """What one DALI iteration may decode: consecutive planned batches are grouped up to
 ``decode_batch`` files and ``decode_samples`` samples, which bounds the memory held by the
-iterations in flight (the soak in benchmarks/RESULTS.md)."""
+iterations in flight (the soak in benchmarks/RESULTS.md). Measured on a real loader: real
+parquet rows, the real DALI graph, and DALI's own outputs of every iteration."""
 
 from __future__ import annotations
 
-import io
-import queue
-import threading
-from collections import deque
-from types import SimpleNamespace
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 from dali_asr.config import BatchingStrategy, config_from_dict
 from dali_asr.errors import ConfigError
-from dali_asr.pipeline.feeding import END, Feeder, decode_samples
-from dali_asr.planning.epoch_plan import Planned
-from dali_asr.report import KnownBad, SkipReport
-from dali_asr.storage.examples import Example
+from dali_asr.loader import AsrLoader
+from dali_asr.pipeline.collate import LAYER_NORM, BatchMaker, Decoded
+from dali_asr.pipeline.feeding import decode_samples
 
 
 def test_setting_default_and_validation() -> None:
@@ -41,53 +38,105 @@ def test_default_budget_is_the_largest_planned_batch() -> None:
     assert decode_samples(task, None) == 4 * 480_000
 
 
-def _wav() -> np.ndarray:
-    out = io.BytesIO()
-    sf.write(out, np.zeros(1600, np.float32), 16_000, format="WAV", subtype="PCM_16")
-    return np.frombuffer(out.getvalue(), np.uint8)
+@dataclass
+class Iteration:
+    """One DALI iteration as DALI returned it."""
+
+    files: int
+    """Files DALI decoded (its output batch size)."""
+    samples: int
+    """Samples DALI decoded, all files together."""
+    batches: list[int] = field(default_factory=list)
+    """Files of each planned batch collated from it, in order."""
 
 
-def _source_only(decode_batch: int, budget: int | None, batches: list[list[int]]) -> Feeder:
-    """A Feeder with no threads: its planned queue holds ``batches`` (audio sizes) and END."""
-    feeder = Feeder.__new__(Feeder)
-    feeder.settings = SimpleNamespace(
-        decode_batch=decode_batch, decode_samples=budget, on_bad_audio="skip"
+class Recorder(BatchMaker):
+    """The loader's own CPU maker, which also records every DALI iteration it runs. It takes
+    50 ms per iteration, a slow training step's worth, so that planned batches are waiting
+    whenever DALI asks for more: grouping them is up to the feeder's rules alone."""
+
+    def __init__(self, maker: BatchMaker) -> None:
+        super().__init__(
+            maker.files,
+            maker.pad_idx,
+            maker.dtype,
+            maker.pad_to_multiple,
+            use_fbank=maker.use_fbank,
+            normalize_audio=maker.norm is LAYER_NORM,
+            augmenter=maker.augmenter,
+        )
+        assert vars(self) == vars(maker)  # the loader's maker, nothing left out
+        self.iterations: list[Iteration] = []
+
+    def run(self, pipe) -> tuple:
+        outputs = super().run(pipe)
+        audio, lengths = outputs
+        decoded = sum(int(np.asarray(lengths[i])[0]) for i in range(len(audio)))
+        self.iterations.append(Iteration(len(audio), decoded))
+        time.sleep(0.05)
+        return outputs
+
+    def decoded(self, outputs, rows: range) -> Decoded:
+        self.iterations[-1].batches.append(len(rows))
+        return super().decoded(outputs, rows)
+
+
+class InspectedLoader(AsrLoader):
+    """An AsrLoader whose batches are made by a ``Recorder`` (``batch_maker`` is the hook)."""
+
+    recorder: Recorder
+
+    def batch_maker(self) -> BatchMaker:
+        self.recorder = Recorder(super().batch_maker())
+        return self.recorder
+
+
+def epoch(root: Path, tokenizer: Path, **dali: object) -> tuple[list[Iteration], list[int]]:
+    """One epoch of LENGTH batches of at most 480,000 samples: DALI's iterations, and the
+    planned batches' sizes."""
+    cfg = config_from_dict(
+        {
+            "asr_task_config": {
+                "min_audio_len": 16_000,
+                "max_audio_len": 480_000,
+                "max_num_elements": 480_000,
+                "example_shuffle_window": 1,
+                "batch_shuffle_window": 1,
+            },
+            "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+            "dali_asr": {"prefetch_queue_depth": 3, **dali},
+        }
     )
-    feeder.maker = SimpleNamespace(augmenter=None)
-    feeder.report = SkipReport()
-    feeder._planned = queue.Queue()
-    feeder._stop = threading.Event()
-    feeder._in_dali = deque()
-    feeder._replay = deque()
-    feeder._held = feeder._ended = None
-    feeder._source_end = END
-    feeder._tail = []
-    feeder.known_bad = KnownBad()
-    blob = _wav()
-    for i, sizes in enumerate(batches):
-        examples = [Example(0, 0, r, n, "", None, None, blob) for r, n in enumerate(sizes)]
-        feeder._planned.put(Planned(i, examples))
-    feeder._planned.put(END)
-    return feeder
+    loader = InspectedLoader(root, "train", cfg, tokenizer)
+    planned = [len(b) for b in loader.plan()]
+    delivered = [b.batch_size for b in loader]
+    assert delivered == planned  # good data: every planned batch, whole
+    return loader.recorder.iterations, planned
 
 
-def _groups(feeder: Feeder) -> list[list[int]]:
-    out = []
-    with pytest.raises(StopIteration):
-        while True:
-            feeder._source()
-            out.append([p.index for p in feeder._in_dali.popleft()])
-    return out
+def test_no_dali_iteration_exceeds_decode_batch_or_decode_samples(
+    small_dataset: Path, espeak_tokenizer: Path
+) -> None:
+    """Every iteration of several planned batches holds at most ``decode_batch`` files and
+    ``decode_samples`` samples; a larger planned batch goes whole (LENGTH's buckets here hold
+    up to 16 files)."""
+    iterations, planned = epoch(
+        small_dataset, espeak_tokenizer, decode_batch=12, decode_samples=1_200_000
+    )
+    assert [n for it in iterations for n in it.batches] == planned  # each decoded once
+    for it in iterations:
+        assert it.files == sum(it.batches)
+        assert (it.files <= 12 and it.samples <= 1_200_000) or len(it.batches) == 1, it
+    assert max(len(it.batches) for it in iterations) >= 2  # batches did share iterations
+    assert max(planned) > 12  # and one batch went whole
 
 
-def test_groups_stop_at_the_sample_budget() -> None:
-    # two long files per batch: by files alone all four would go in one iteration
-    long = [[400_000, 400_000]] * 4
-    assert _groups(_source_only(32, None, long)) == [[0, 1, 2, 3]]
-    assert _groups(_source_only(32, 960_000, long)) == [[0], [1], [2], [3]]
-    assert _groups(_source_only(32, 1_600_000, long)) == [[0, 1], [2, 3]]
-    # small batches still share an iteration; a batch over the budget still goes whole
-    mixed = [[100_000] * 3, [100_000] * 3, [2_000_000], [50_000]]
-    assert _groups(_source_only(32, 960_000, mixed)) == [[0, 1], [2], [3]]
-    # the file count still applies
-    assert _groups(_source_only(4, 960_000, mixed)) == [[0], [1], [2], [3]]
+def test_a_planned_batch_is_never_split_and_goes_whole_over_the_budget(
+    small_dataset: Path, espeak_tokenizer: Path
+) -> None:
+    """A budget of one sample or one file: every iteration is exactly one planned batch (the
+    first batch of a group always goes whole), however many wait."""
+    for dali in ({"decode_samples": 1}, {"decode_batch": 1}):
+        iterations, planned = epoch(small_dataset, espeak_tokenizer, **dali)
+        assert [it.batches for it in iterations] == [[n] for n in planned], dali
+        assert max(planned) > 1

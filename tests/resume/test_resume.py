@@ -23,7 +23,7 @@ TASK = {
 }
 
 
-def make_config(root: Path, strategy: str, train: bool, shuffle: bool):
+def make_config(root: Path, strategy: str, train: bool, shuffle: bool, sort_window: int = 1000):
     task = {
         **TASK,
         "batching_strategy": strategy,
@@ -44,7 +44,7 @@ def make_config(root: Path, strategy: str, train: bool, shuffle: bool):
         {
             "asr_task_config": task,
             "mixture_parquet_storage_config": storage,
-            "dali_asr": {"state_every": 4},
+            "dali_asr": {"state_every": 4, "sort_window": sort_window},
         }
     )
 
@@ -73,31 +73,95 @@ def test_kill_and_resume_equals_the_uninterrupted_run(
         assert before + after == whole, f"stopped after {stop} batches"
 
 
+@pytest.mark.parametrize("train", [False, True], ids=["single_pass", "train_stream"])
+def test_length_sorted_resumes_exactly(
+    small_dataset: Path, espeak_tokenizer: Path, train: bool
+) -> None:
+    """LENGTH_SORTED as LENGTH and STATIC above, with a sort window of 24 examples, so that
+    windows are cut mid-stream and the saved states hold waiting examples, some carried once
+    already into the next window (the cut's direction and the batch order come from the cut
+    count)."""
+    config = make_config(small_dataset, "LENGTH_SORTED", train, True, sort_window=24)
+    whole = [fingerprint(b) for b in AsrLoader(small_dataset, "train", config, espeak_tokenizer)]
+    assert len(whole) >= 10
+    carried = 0
+    for stop in random.Random(len(whole)).sample(range(1, len(whole)), 3):
+        first = AsrLoader(small_dataset, "train", config, espeak_tokenizer)
+        before = [fingerprint(b) for b in islice(iter(first), stop)]
+        state = json.loads(json.dumps(first.state_dict()))
+        first.close()
+        if state["plan_state"] is not None:
+            waiting = state["plan_state"]["stages"]["batcher"]["waiting"]
+            carried += sum(row[0] for row in waiting)  # [carried once, *key]
+        second = AsrLoader(small_dataset, "train", config, espeak_tokenizer)
+        second.load_state_dict(state)
+        after = [fingerprint(b) for b in second]
+        assert before + after == whole, f"stopped after {stop} batches"
+    assert carried, "no saved state held a carried example: the test would not see them"
+
+
+KB = 1000
+
+
 def test_state_is_small_and_carries_no_audio(espeak_root: Path, espeak_tokenizer) -> None:
-    cfg = make_config(espeak_root / "version=0", "LENGTH", True, True)
-    loader = AsrLoader(espeak_root, "train", cfg, espeak_tokenizer)
+    """The README's sizes on espeak-mini, at every position: 18-24 KB for a single pass
+    (shuffled or not), 32-48 KB for the training stream with shuffle windows of 1,000 (its
+    first 200 batches); the loader's own state is one of them, and holds keys, not audio."""
+    root = espeak_root / "version=0"
+
+    def config(train: bool, window: int):
+        c = make_config(root, "LENGTH", train, False)
+        c.asr_task_config.example_shuffle_window = window
+        c.asr_task_config.batch_shuffle_window = 20 if window > 1 else 1
+        c.asr_task_config.max_num_batches = 200 if train else None
+        return c
+
+    loader = AsrLoader(espeak_root, "train", config(True, 1000), espeak_tokenizer)
     it = iter(loader)
     for _ in range(13):
         next(it)
-    text = json.dumps(loader.state_dict())
+    state = loader.state_dict()
+    text = json.dumps(state)
     loader.close()
-    assert len(text) < 200_000
-    assert "audio" not in json.loads(text).get("plan_state", {}).get("stages", {})
+    assert state["state_at"] == 12 and state["plan_state"] is not None
+    assert 32 * KB <= len(text) <= 48 * KB
+    stages = state["plan_state"]["stages"]
+    keys = stages["pending_examples"] + stages["shuffled_waiting"]
+    keys += [row[-3:] for row in stages["batcher"]["waiting"]]
+    assert len(keys) > 100  # the examples waiting in the shuffle and the buckets, as keys
+    assert all(len(k) == 3 and all(isinstance(v, int) for v in k) for k in keys)
+    assert "audio" not in json.dumps(state["plan_state"])
+
+    def sizes(train: bool, window: int) -> list[int]:
+        planner = AsrLoader(espeak_root, "train", config(train, window), espeak_tokenizer)
+        return [len(json.dumps(planner.plan_state())) for _ in planner.plan()]
+
+    for window in (1, 1000):
+        single = sizes(False, window)
+        assert len(single) == 50 and 18 * KB <= min(single) <= max(single) <= 24 * KB, window
+    train = sizes(True, 1000)
+    assert len(train) == 200 and 32 * KB <= min(train) <= max(train) <= 48 * KB
 
 
 def test_epochs_continue_the_shuffle_rngs(small_dataset: Path, espeak_tokenizer) -> None:
-    """As the reference's reset keeps its RNGs: epoch 2 is shuffled differently, and a state
-    saved at the end of epoch 1 gives the same epoch 2."""
+    """As the reference's reset keeps its RNGs: epoch 2 is shuffled differently from epoch 1
+    (the same examples in another order), it is the order the RNGs carried from epoch 1 give
+    (a loader restored from epoch 1's end state delivers it), and a fresh loader's epoch 1 is
+    epoch 1 again, not epoch 2."""
     cfg = make_config(small_dataset, "LENGTH", False, True)
     loader = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer)
     one = [fingerprint(b) for b in loader]
     state = json.loads(json.dumps(loader.state_dict()))
+    assert state["epoch"] == 1 and state["epoch_finished"] and state["carry"] is not None
     two = [fingerprint(b) for b in loader]
-    assert sorted(one) != one or one != two
     assert sorted(k for b in one for k in b[0]) == sorted(k for b in two for k in b[0])
+    assert [b[0] for b in one] != [b[0] for b in two]  # another order of batches or examples
+    assert loader.epoch == 2
     other = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer)
     other.load_state_dict(state)
     assert [fingerprint(b) for b in other] == two
+    fresh = AsrLoader(small_dataset, "train", cfg, espeak_tokenizer)
+    assert [fingerprint(b) for b in fresh] == one
 
 
 def test_changed_config_or_dataset_is_an_error(
