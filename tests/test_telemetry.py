@@ -1,14 +1,30 @@
-"""Telemetry: per-batch numbers and running totals on hand-built batches."""
+"""Telemetry: per-batch numbers and running totals on hand-built batches, then through a real
+loader (shares against the mixture's targets, ``telemetry_log_every``, waits and stalls)."""
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from itertools import islice
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.telemetry import Telemetry
+from dali_asr.config import config_from_dict
+from dali_asr.loader import AsrLoader
+from dali_asr.telemetry import KINDS, Telemetry
+
+BUCKET_VECTORS = SHARED / "reference" / "bucket-vectors.json"
 
 
 def make_batch(
@@ -221,3 +237,220 @@ def test_wrap_times_next() -> None:
     totals = telemetry.as_dict()
     assert totals["batches"] == 3
     assert 0.0 <= totals["stall_s"] < 1.0
+
+
+# --- through a real loader: DALI decoding real parquet data ---------------------------------
+
+
+def reference_weights(
+    hours: dict[tuple[str, str], float], beta_corpus: float, beta_language: float
+) -> dict[str, float]:
+    """The README's temperature weights, written out here: ``w_c · w_{l|c}`` with
+    ``w_c ∝ (H_c / ΣH)^β_corpus`` and ``w_{l|c} ∝ (h_{c,l} / H_c)^β_language``."""
+    corpus_hours: dict[str, float] = defaultdict(float)
+    for (corpus, _), h in hours.items():
+        corpus_hours[corpus] += h
+    total = sum(corpus_hours.values())
+    raw_c = {c: (h / total) ** beta_corpus for c, h in corpus_hours.items()}
+    w_c = {c: w / sum(raw_c.values()) for c, w in raw_c.items()}
+    raw_l = {(c, lang): (h / corpus_hours[c]) ** beta_language for (c, lang), h in hours.items()}
+    within = {c: sum(w for (c2, _), w in raw_l.items() if c2 == c) for c in corpus_hours}
+    return {f"{c}/{lang}": w_c[c] * w / within[c] for (c, lang), w in raw_l.items()}
+
+
+def test_reference_weights_oracle_equals_the_golden_example() -> None:
+    golden = json.loads(BUCKET_VECTORS.read_text(encoding="utf-8"))["partition_weights_example"]
+    hours = {(c, lang): float(h) for c, lang, h in golden["tsv_rows"]}
+    weights = reference_weights(hours, golden["beta_corpus"], golden["beta_language"])
+    assert weights == pytest.approx(golden["weights"], abs=1e-9)
+
+
+def read_tsv(path: Path) -> dict[tuple[str, str], float]:
+    with path.open(encoding="utf-8") as f:
+        return {
+            (r["corpus"], r["language"]): float(r["hours"])
+            for r in csv.DictReader(f, dialect="excel-tab")
+        }
+
+
+SHARE_BATCHES, SHARE_BATCH_SIZE = 100, 8
+BETA_CORPUS, BETA_LANGUAGE = 1.0, 0.3
+"""Unequal betas (a swap shows) and targets far from uniform: espeak_fast's partitions get
+0.046 each where a sampler ignoring the weights would give 1/12."""
+
+
+def test_realised_shares_against_the_mixture_targets(
+    espeak_root: Path, espeak_tokenizer: Path
+) -> None:
+    """A training stream over espeak-mini with its stats TSV: the telemetry's targets are the
+    planner's weights (and the README's formula), its shares the examples the loop received.
+
+    Tolerance: with the windows off and STATIC batches, the loop receives the sampler's first
+    n = 800 picks (no filter drops one: asserted), so a name's count is Binomial(n, target);
+    4 standard deviations, ``4 sqrt(t (1 - t) / n)``, is 0.030 at most. The picks are seeded,
+    so the outcome is fixed; a sampler that ignored the weights would miss espeak_fast's
+    partitions (0.046 against 1/12) by 5 standard deviations and the corpus shares by 20.
+    """
+    tsv = espeak_root / "language_distribution_0.tsv"
+    config = config_from_dict(
+        {
+            "asr_task_config": {
+                "batching_strategy": "STATIC",
+                "batch_size": SHARE_BATCH_SIZE,
+                "example_shuffle_window": 1,
+                "batch_shuffle_window": 1,
+            },
+            "mixture_parquet_storage_config": {
+                "dataset_summary_path": str(tsv),
+                "beta_corpus": BETA_CORPUS,
+                "beta_language": BETA_LANGUAGE,
+            },
+        }
+    )
+    expected = reference_weights(read_tsv(tsv), BETA_CORPUS, BETA_LANGUAGE)
+    examples: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
+    audio: dict[str, Counter[str]] = {kind: Counter() for kind in KINDS}
+    with AsrLoader(espeak_root, "train", config, espeak_tokenizer) as loader:
+        planner = loader.planner()
+        planned = {p.name: w for p, w in zip(planner.partitions, planner.weights, strict=True)}
+        for batch in islice(loader, SHARE_BATCHES):
+            for lang, corpus, size in zip(
+                batch.language, batch.corpus, batch.audio_size, strict=True
+            ):
+                for kind, name in zip(KINDS, (lang, corpus, f"{corpus}/{lang}"), strict=True):
+                    examples[kind][name] += 1
+                    audio[kind][name] += size
+        totals = loader.telemetry.as_dict()
+        assert not loader.report.counts, "a filter dropped examples: the shares are biased"
+    n = SHARE_BATCHES * SHARE_BATCH_SIZE
+    assert totals["examples"] == sum(examples["partition"].values()) == n
+    assert planned == pytest.approx(expected, abs=1e-12)
+    targets = {
+        "partition": expected,
+        "language": _summed(expected, lambda name: name.split("/")[1]),
+        "corpus": _summed(expected, lambda name: name.split("/")[0]),
+    }
+    shares = totals["shares"]
+    worst = None
+    for kind in KINDS:
+        assert set(shares[kind]) == set(targets[kind])
+        total_audio = sum(audio[kind].values())
+        for name, row in shares[kind].items():
+            target = targets[kind][name]
+            assert row["target"] == pytest.approx(target, abs=1e-12), (kind, name)
+            assert row["examples"] == pytest.approx(examples[kind][name] / n, abs=1e-12)
+            assert row["audio"] == pytest.approx(audio[kind][name] / total_audio, abs=1e-12)
+            assert row["deviation"] == pytest.approx(row["examples"] - target, abs=1e-12)
+            assert abs(row["deviation"]) <= 4 * math.sqrt(target * (1 - target) / n), (kind, name)
+            if worst is None or abs(row["deviation"]) > abs(worst[2]):
+                worst = (kind, name, row["deviation"])
+    largest = shares["largest_deviation"]
+    assert (largest["kind"], largest["name"]) == worst[:2]
+    assert largest["deviation"] == pytest.approx(worst[2], abs=1e-12)
+    assert largest == {"kind": worst[0], "name": worst[1], **shares[worst[0]][worst[1]]}
+
+
+def _summed(weights: dict[str, float], key: Callable[[str], str]) -> dict[str, float]:
+    out: dict[str, float] = defaultdict(float)
+    for name, w in weights.items():
+        out[key(name)] += w
+    return dict(out)
+
+
+def _one_pass(**task: object) -> dict:
+    return {
+        "asr_task_config": {
+            "batching_strategy": "STATIC",
+            "example_shuffle_window": 1,
+            "batch_shuffle_window": 1,
+            **task,
+        },
+        "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
+    }
+
+
+def test_telemetry_log_every_logs_through_the_loader(
+    small_dataset: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``dali_asr: {telemetry_log_every: 4}``: one line after batches 4 and 8 of 9, each about
+    the 4 batches before it."""
+    config = config_from_dict({**_one_pass(batch_size=2), "dali_asr": {"telemetry_log_every": 4}})
+    with (
+        caplog.at_level(logging.INFO, logger="dali_asr.telemetry"),
+        AsrLoader(small_dataset, "dev", config) as loader,
+    ):
+        batches = list(loader)
+    assert len(batches) == 9
+    lines = [r.getMessage() for r in caplog.records if r.name == "dali_asr.telemetry"]
+    assert [line.split(":")[0] for line in lines] == ["step 4", "step 8"]
+    for line, first in zip(lines, (0, 4), strict=True):
+        window = batches[first : first + 4]
+        real = sum(int(b.source_seq_lens.sum()) for b in window)
+        padded = sum(b.source_seqs.shape[0] * b.source_seqs.shape[1] for b in window)
+        assert line.startswith(
+            f"step {first + 4}: 2.0 ex/batch, padding eff audio {real / padded:.3f}"
+        )
+    caplog.clear()
+    with (
+        caplog.at_level(logging.INFO, logger="dali_asr.telemetry"),
+        AsrLoader(small_dataset, "dev", config_from_dict(_one_pass(batch_size=2))) as quiet,
+    ):
+        assert len(list(quiet)) == 9
+    assert not [r for r in caplog.records if r.name == "dali_asr.telemetry"]
+
+
+def _timed_epoch(loader: AsrLoader, step_s: float) -> tuple[list[float], list[float], float]:
+    """Iterate one epoch, sleeping ``step_s`` after each batch (the training step); return the
+    telemetry's per-batch waits, the waits timed around ``next()`` here, and the loop's time
+    from the first ``next()`` to the last batch."""
+    recorded: list[float] = []
+    record = loader.telemetry.record
+
+    def spy(*args: Any, **kwargs: Any) -> dict:
+        out = record(*args, **kwargs)
+        recorded.append(out["wait_s"])
+        return out
+
+    loader.telemetry.record = spy  # type: ignore[method-assign]
+    outside: list[float] = []
+    iterator = iter(loader)
+    start = time.perf_counter()
+    while True:
+        asked = time.perf_counter()
+        try:
+            next(iterator)
+        except StopIteration:
+            break
+        last = time.perf_counter()
+        outside.append(last - asked)
+        time.sleep(step_s)
+    return recorded, outside, last - start
+
+
+@pytest.mark.parametrize("step_s", [0.0, 0.15], ids=["idle-loop", "sleeping-loop"])
+def test_waits_and_stalls_through_the_loader(espeak_root: Path, step_s: float) -> None:
+    """A loop that does nothing waits for every batch (stalls dominate its wall time); a loop
+    whose step takes 0.15 s finds the next batch ready (2 espeak-mini files decode in a few
+    ms). The totals are consistent with the waits, whichever way they went."""
+    config = config_from_dict(_one_pass(batch_size=2, max_num_batches=12))
+    with AsrLoader(espeak_root, "dev", config) as loader:
+        waits, outside, wall = _timed_epoch(loader, step_s)
+        t = loader.telemetry.as_dict()
+    assert len(waits) == len(outside) == t["batches"] == 12
+    for w, o in zip(waits, outside, strict=True):
+        assert 0 <= w <= o  # the loader times part of what the loop timed around next()
+    assert t["stall_s"] == pytest.approx(sum(waits), rel=1e-9)
+    assert t["wait_mean_s"] == pytest.approx(sum(waits) / 12, rel=1e-9)
+    assert t["wait_max_s"] == max(waits) and t["first_wait_s"] == waits[0]
+    assert t["wait_p50_s"] == pytest.approx(float(np.median(waits)), rel=1e-9)
+    assert t["wait_p50_s"] <= t["wait_p95_s"] <= t["wait_max_s"]
+    assert t["stall_s"] <= t["wall_s"] <= wall
+    assert t["wall_s"] >= 11 * step_s  # from the first next() to the last batch
+    assert t["stall_fraction"] == pytest.approx(t["stall_s"] / t["wall_s"], rel=1e-9)
+    steady = (t["stall_s"] - t["first_wait_s"]) / (t["wall_s"] - t["first_wait_s"])
+    assert t["steady_stall_fraction"] == pytest.approx(steady, rel=1e-9)
+    if step_s == 0:
+        assert t["stall_fraction"] > 0.8, t
+    else:
+        assert t["steady_stall_fraction"] < 0.3, t
+        assert t["stall_s"] - t["first_wait_s"] < 0.3 * 11 * step_s

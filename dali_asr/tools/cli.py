@@ -13,6 +13,8 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
@@ -117,16 +119,40 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in tools:
             return tools[args.command](args)
         return cmd_demo(args)
+    except RunFailed as e:
+        cause = e.__cause__ or e
+        log.debug("failure", exc_info=True)
+        print(f"dali-asr: failed: {type(cause).__name__}: {_one_line(cause)}", file=sys.stderr)
+        return 1
     except (ConfigError, DatasetError, FileNotFoundError) as e:
-        print(f"dali-asr: error: {e}", file=sys.stderr)
+        print(f"dali-asr: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dali-asr: interrupted", file=sys.stderr)
         return 1
     except Exception as e:
         log.debug("failure", exc_info=True)
-        print(f"dali-asr: failed: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"dali-asr: failed: {type(e).__name__}: {_one_line(e)}", file=sys.stderr)
         return 1
+
+
+class RunFailed(Exception):
+    """A dataset or config error raised after start-up, while the command ran (a file that
+    became unreadable, say): the run could not complete, exit 1, not a usage error's 2."""
+
+
+@contextmanager
+def _running() -> Iterator[None]:
+    """The part of a command after start-up: its dataset and config errors are failures."""
+    try:
+        yield
+    except (ConfigError, DatasetError, FileNotFoundError) as e:
+        raise RunFailed(str(e)) from e
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line (pyarrow's messages span several)."""
+    return " ".join(str(e).split())
 
 
 def _config(path: Path | None) -> LoaderConfig:
@@ -163,30 +189,32 @@ def cmd_plan(args: argparse.Namespace) -> int:
     out = sys.stdout
     first = loader.next_plan_index
     plan = loader.plan()
-    for i, batch in enumerate(plan, start=first):
-        if args.max_batches is not None and i - first >= args.max_batches:
-            break
-        examples = []
-        for ex in batch:
-            f = files[ex.file_index]
-            examples.append(
-                {
-                    "corpus": f.corpus,
-                    "language": f.language,
-                    "split": f.split,
-                    "file": f.rel,
-                    "row_group": ex.row_group,
-                    "row": ex.row,
-                    "audio_size": ex.audio_size,
-                    "text": ex.text,
-                }
-            )
-        out.write(json.dumps({"batch": i, "examples": examples}, ensure_ascii=False) + "\n")
-        if args.max_batches is not None and i - first + 1 == args.max_batches:
-            break  # the state must be taken right after the last printed batch
-    out.flush()
+    with _running():
+        for i, batch in enumerate(plan, start=first):
+            if args.max_batches is not None and i - first >= args.max_batches:
+                break
+            examples = []
+            for ex in batch:
+                f = files[ex.file_index]
+                examples.append(
+                    {
+                        "corpus": f.corpus,
+                        "language": f.language,
+                        "split": f.split,
+                        "file": f.rel,
+                        "row_group": ex.row_group,
+                        "row": ex.row,
+                        "audio_size": ex.audio_size,
+                        "text": ex.text,
+                    }
+                )
+            out.write(json.dumps({"batch": i, "examples": examples}, ensure_ascii=False) + "\n")
+            if args.max_batches is not None and i - first + 1 == args.max_batches:
+                break  # the state must be taken right after the last printed batch
+        out.flush()
+        state = loader.plan_state() if args.save_state is not None else None
     if args.save_state is not None:
-        args.save_state.write_text(json.dumps(loader.plan_state()), encoding="utf-8")
+        args.save_state.write_text(json.dumps(state), encoding="utf-8")
     plan.close()
     print(loader.report.summary(), file=sys.stderr)
     return 0
@@ -196,31 +224,34 @@ def cmd_run(args: argparse.Namespace, config: LoaderConfig) -> int:
     from tqdm import tqdm
 
     loader = _loader(args, config)
-    if loader.endless:
-        if args.max_batches is None:
-            raise ConfigError(
-                f"split {args.split!r} is an endless training stream: give --max-batches N "
-                "(or set mixture_parquet_storage_config.sync_mode: UNTIL_LAST for one pass)"
-            )
-        total = args.max_batches
-    else:
-        total = len(loader) * args.epochs
-        if args.max_batches is not None:
-            total = min(total, args.max_batches)
-    dump = open(args.dump_batches, "w", encoding="utf-8") if args.dump_batches else None  # noqa: SIM115
-    start, count = time.perf_counter(), 0
+    if loader.endless and args.max_batches is None:
+        raise ConfigError(
+            f"split {args.split!r} is an endless training stream: give --max-batches N "
+            "(or set mixture_parquet_storage_config.sync_mode: UNTIL_LAST for one pass)"
+        )
+    dump, count = None, 0
     try:
-        with tqdm(total=total, unit="batch", file=sys.stderr, disable=None) as bar:
-            for _ in range(args.epochs):
-                for batch in loader:
-                    if dump is not None:
-                        dump.write(json.dumps(_dump_record(count, batch)) + "\n")
-                    count += 1
-                    bar.update(1)
+        dump = open(args.dump_batches, "w", encoding="utf-8") if args.dump_batches else None  # noqa: SIM115
+        with _running():
+            if loader.endless:
+                total = args.max_batches
+            else:
+                # a metadata pass over the split: it reads every row group's text and lengths
+                total = len(loader) * args.epochs
+                if args.max_batches is not None:
+                    total = min(total, args.max_batches)
+            start = time.perf_counter()
+            with tqdm(total=total, unit="batch", file=sys.stderr, disable=None) as bar:
+                for _ in range(args.epochs):
+                    for batch in loader:
+                        if dump is not None:
+                            dump.write(json.dumps(_dump_record(count, batch)) + "\n")
+                        count += 1
+                        bar.update(1)
+                        if count == total:
+                            break  # before the loader makes one more
                     if count == total:
-                        break  # before the loader makes one more
-                if count == total:
-                    break
+                        break
     finally:
         loader.close()
         if dump is not None:

@@ -384,6 +384,17 @@ def test_optional_ints_accept_null() -> None:
     assert cfg.asr_task_config.max_num_batches == 3
 
 
+def test_keys_whose_default_is_null_accept_null() -> None:
+    """The defaults written out, as a dump of the reference's config has them: the untyped
+    (``Any``) keys too."""
+    storage = {
+        "fragment_streaming": {"filesystem": None},
+        "fragment_loading": {"columns": None},
+    }
+    cfg = config_from_dict({"mixture_parquet_storage_config": storage})
+    assert cfg == config_from_dict({})
+
+
 def test_float_keys_accept_ints() -> None:
     cfg = config_from_dict({"mixture_parquet_storage_config": {"beta_corpus": 1}})
     assert cfg.mixture_parquet_storage_config.beta_corpus == 1.0

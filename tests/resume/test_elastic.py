@@ -9,6 +9,11 @@ and the rows of the cycle positions its state has yet to read). The test checks 
 before the change, that the deal keeps the old ranks' "still to come" exactly, and again after
 the new ranks have run for as long as no stream has asked for a row group past the first
 permutation (asked, not served: read-ahead makes the check conservative).
+
+That ledger reads the states with the package's helpers; the same claim is also checked
+against an oracle independent of ``dali_asr.resume.elastic`` and of the state format
+(``test_every_unconsumed_example_is_delivered_once_by_delivered_batches``): examples counted
+as the batches deliver them, until the first permutation is used up.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from itertools import islice
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import partition_dir, read_espeak_rows, write_parquet, write_stats_tsv
 
 from dali_asr.config import config_from_dict
 from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
+from dali_asr.planning.sources import MixtureSource
 from dali_asr.planning.stages import waiting_keys
 from dali_asr.planning.streaming import Cursor, PartitionStream, row_group_order
 from dali_asr.resume.elastic import own_state
@@ -326,3 +333,118 @@ def test_incomplete_or_mixed_states_are_errors(many_groups, espeak_tokenizer) ->
     old_format = dict(states[0], format_version=1)
     with pytest.raises(ConfigError, match="predates elastic resume"):
         same.load_state_dict(old_format)
+
+
+# --- the same claim, against an oracle that owes nothing to elastic.py or the state format --
+#
+# The ledger above reads the saved states through the package's own helpers. Here nothing is
+# read from a state: the examples are counted as the batches deliver them, the dataset's
+# examples are listed from the parquet footers, and each delivered example is traced to where
+# its row was read: a partition stream's cycle position (first permutation or later), or the
+# examples an elastic resume carried over. The new ranks run until every example of the first
+# permutation has been delivered; before that, each one must have come exactly once (old and
+# new ranks together), and the repeats of the later permutations are told apart by origin,
+# not by key.
+
+FIRST, LATER, CARRIED = "first permutation", "later permutation", "carried"
+
+
+@pytest.fixture
+def origins(monkeypatch: pytest.MonkeyPatch) -> dict[int, tuple[object, str]]:
+    """``id(example)`` → (the example, where its row was read), for every example a partition
+    stream or an elastic resume's carried prefix hands to the planner."""
+    seen: dict[int, tuple[object, str]] = {}
+    stream_next = PartitionStream.__next__
+
+    def traced_next(self: PartitionStream):
+        ex = stream_next(self)
+        position = self._cursor.item(self._serving)[0]  # the row group being served
+        seen[id(ex)] = (ex, FIRST if position < len(self.partition.row_groups) else LATER)
+        return ex
+
+    prefixed = MixtureSource._prefixed
+
+    def traced_prefixed(self: MixtureSource):
+        for ex in prefixed(self):
+            seen[id(ex)] = (ex, CARRIED)
+            yield ex
+
+    monkeypatch.setattr(PartitionStream, "__next__", traced_next)
+    monkeypatch.setattr(MixtureSource, "_prefixed", traced_prefixed)
+    return seen
+
+
+def dataset_keys(root: Path) -> set[str]:
+    """Every example of the dataset, ``file:row_group:row``, from the parquet footers."""
+    keys = set()
+    for path in sorted(root.rglob("*.parquet")):
+        meta = pq.ParquetFile(path).metadata
+        rel = path.relative_to(root).as_posix()
+        for g in range(meta.num_row_groups):
+            keys |= {f"{rel}:{g}:{r}" for r in range(meta.row_group(g).num_rows)}
+    return keys
+
+
+def static_settings(root: Path, shuffle: bool) -> dict:
+    """STATIC batches of 3 (an example waits a bounded time: the run reaches the end of the
+    first permutation) of the four-partition mixture; no filter drops an espeak_read row."""
+    custom = settings(root, shuffle)
+    custom["asr_task_config"].update(
+        batching_strategy="STATIC", batch_size=3, min_audio_len=1, max_audio_len=480_000
+    )
+    return custom
+
+
+@pytest.mark.parametrize("worlds", [(2, 3), (4, 2), (3, 2, 4)], ids=lambda w: "-".join(map(str, w)))
+@pytest.mark.parametrize("shuffle", [False, True], ids=["ordered", "shuffled"])
+def test_every_unconsumed_example_is_delivered_once_by_delivered_batches(
+    many_groups: Path,
+    espeak_tokenizer: Path,
+    origins: dict[int, tuple[object, str]],
+    worlds: tuple[int, ...],
+    shuffle: bool,
+) -> None:
+    cfg = config_from_dict(static_settings(many_groups, shuffle))
+    everything = dataset_keys(many_groups)
+    assert len(everything) == 4 * 192
+    delivered: Counter[str] = Counter()  # of the first permutation, carried ones included
+    carried = later = 0
+
+    def deliver(plans, loaders, stop_at_later: bool) -> None:
+        nonlocal carried, later
+        for plan, loader in zip(plans, loaders, strict=True):
+            for ex in next(plan):
+                _, origin = origins[id(ex)]
+                if origin == LATER:
+                    assert not stop_at_later, "an old rank read past the first permutation"
+                    later += 1
+                    continue
+                carried += origin == CARRIED
+                delivered[str(example_key(loader.files.files, ex))] += 1
+
+    states: list[dict] = []
+    for world in worlds[:-1]:
+        old = ranks(many_groups, espeak_tokenizer, cfg, world, states)
+        plans = [x.plan() for x in old]
+        for _ in range(ROUNDS_BEFORE):
+            deliver(plans, old, stop_at_later=True)
+        states = saved(old)
+        for p in plans:
+            p.close()
+        assert not skipped(old)
+    before = len(delivered)
+    new = ranks(many_groups, espeak_tokenizer, cfg, worlds[-1], states)
+    plans = [x.plan() for x in new]
+    rounds = 0
+    while set(delivered) != everything and rounds < 1000:
+        deliver(plans, new, stop_at_later=False)
+        rounds += 1
+    assert not skipped(new)
+    assert set(delivered) == everything, (
+        f"never delivered: {sorted(everything - set(delivered))[:5]}"
+    )
+    assert max(delivered.values()) == 1, [k for k, n in delivered.items() if n > 1][:5]
+    assert before >= ROUNDS_BEFORE * 3 * worlds[0]
+    assert later > 0  # the check did need to tell repeats apart
+    if shuffle:
+        assert carried > 0  # examples in flight at the change were dealt to the new ranks

@@ -16,12 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import ESPEAK_ROOT
 
 from dali_asr.storage import SAMPLE_RATE
 from dali_asr.tools.demo_data import PARTITIONS, _set_ogg_serial, make_demo_dataset
 
-ESPEAK_MINI = ESPEAK_ROOT
 SCHEMA = pa.schema(
     [("text", pa.string()), ("audio_bytes", pa.list_(pa.int8())), ("audio_size", pa.int64())]
 )
@@ -110,9 +108,8 @@ def test_schema_row_groups_and_compression(demo: Path) -> None:
     assert multi_partial >= 2  # several row groups with a partial last one
 
 
-@pytest.mark.skipif(not ESPEAK_MINI.is_dir(), reason="shared espeak-mini corpus not present")
-def test_schema_matches_real_corpus(demo: Path) -> None:
-    real = pq.read_schema(next((ESPEAK_MINI / "version=0").rglob("*.parquet")))
+def test_schema_matches_real_corpus(demo: Path, espeak_root: Path) -> None:
+    real = pq.read_schema(next((espeak_root / "version=0").rglob("*.parquet")))
     for path in _parquet_files(demo):
         assert pq.read_schema(path).equals(real), path
 

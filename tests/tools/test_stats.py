@@ -1,13 +1,15 @@
-"""``dali-asr stats`` and ``dali-asr bucket-sizes``: numbers against the parquet files and the
-loader's own plan, figures, the reference bucket tables, and a million rows in seconds."""
+"""``dali-asr stats`` and ``dali-asr bucket-sizes``: numbers against the parquet files, the
+loader's own plan, the reference's recorded plans and batches worked out from its semantics;
+figures, the reference bucket tables, and a million rows in seconds."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import MILESTONE_TASK, SHARED, write_parquet
+from conftest import MILESTONE_TASK, SHARED, partition_dir, write_parquet
 
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
 from dali_asr.errors import ConfigError
@@ -25,7 +27,7 @@ from dali_asr.storage.discovery import resolve_dataset_root
 from dali_asr.text import load_tokenizer
 from dali_asr.tools import cli
 from dali_asr.tools.commands import register
-from dali_asr.tools.stats import load_splits, project
+from dali_asr.tools.stats import load_splits, project, project_ranks
 from dali_asr.tools.stats_plots import write_plots
 from dali_asr.tools.stats_tables import bucket_fill, bucket_table, length_histogram
 
@@ -320,3 +322,249 @@ def test_a_million_rows_in_seconds(tmp_path: Path, capsys: pytest.CaptureFixture
         print(f"\nstats over 1,000,000 rows (10,000 row groups, world size 8): {seconds:.2f} s")
     assert "1000000 rows" in out and "world size 8: batches per rank" in out
     assert seconds < 20
+
+
+# --- the projection against oracles that share no code with it -------------------------------
+#
+# ``test_projection_equals_the_loader_plan`` compares the projection with the loader's plan,
+# but both run the same batcher, shuffler and deal. Here the projection meets (1) the plans
+# recorded from omnilingual-asr itself (tests/golden/), dealt over ranks by the README's rule
+# written out below, and (2) batches worked out below from the reference's documented
+# semantics, on a dataset whose lengths and texts are chosen to hit every filter and edge.
+
+GOLDEN_PLANS = json.loads(
+    (Path(__file__).parents[1] / "golden" / "reference-plans.json").read_text(encoding="utf-8")
+)
+
+
+def dealt(batches: list[list[int]], world: int) -> list[list[list[int]]]:
+    """The README's deal of a single pass over ``world`` ranks: batch i to rank i mod N; the
+    last ``count mod N`` batches split, the largest first (the earliest of equals), in halves
+    (the first half the larger), until there is one part per rank."""
+    if world == 1:
+        return [batches]
+    tail_from = len(batches) - len(batches) % world
+    ranks = [[b for i, b in enumerate(batches[:tail_from]) if i % world == r] for r in range(world)]
+    parts = [list(b) for b in batches[tail_from:]]
+    if parts:
+        while len(parts) < world:
+            i = max(range(len(parts)), key=lambda j: (len(parts[j]), -j))
+            half = (len(parts[i]) + 1) // 2
+            parts[i : i + 1] = [parts[i][:half], parts[i][half:]]
+        for rank, part in zip(ranks, parts, strict=True):
+            rank.append(part)
+    return ranks
+
+
+def bucket_by_length(
+    lengths: list[int], buckets: list[tuple[int, int]], min_len: int
+) -> list[list[int]]:
+    """fairseq2's ``bucket_by_length`` (drop_remainder false) as the reference's semantics
+    document states it, over item indices: first-fit bucket by length bound, emit a bucket
+    when full; at the end, the non-empty bucket with the longest bound, topped up from the
+    ends of the shorter buckets (nearest first), until none is left."""
+    held: list[list[int]] = [[] for _ in buckets]
+    out: list[list[int]] = []
+    for i, n in enumerate(lengths):
+        if not min_len <= n <= buckets[-1][1]:
+            continue
+        b = next(j for j, (_, bound) in enumerate(buckets) if n <= bound)
+        held[b].append(i)
+        if len(held[b]) == buckets[b][0]:
+            out.append(held[b])
+            held[b] = []
+    while any(held):
+        top = max(j for j, h in enumerate(held) if h)
+        batch, held[top] = held[top], []
+        below = top - 1
+        while len(batch) < buckets[top][0] and below >= 0:
+            if held[below]:
+                batch.append(held[below].pop())
+            else:
+                below -= 1
+        out.append(batch)
+    return out
+
+
+def test_bucket_by_length_oracle_equals_the_golden_vector(vectors: dict[str, Any]) -> None:
+    golden = vectors["bucket_by_length"]
+    lengths = golden["input_lengths_by_index"]
+    batches = bucket_by_length(
+        lengths, [tuple(b) for b in golden["bucket_sizes"]], golden["min_data_len"]
+    )
+    assert [[[i, lengths[i]] for i in b] for b in batches] == golden["output_drop_remainder_false"]
+
+
+def _projections_of(ranks: list[list[list[int]]]) -> list[tuple[list[int], list[int], list[int]]]:
+    """(sizes, widths, sums) per rank, from batches of lengths."""
+    return [
+        ([len(b) for b in rank], [max(b) for b in rank], [sum(b) for b in rank]) for rank in ranks
+    ]
+
+
+def _projected(data, config: LoaderConfig, world: int) -> list[tuple[list[int], ...]]:
+    return [
+        (p.sizes.tolist(), p.widths.tolist(), p.real.tolist())
+        for p in project_ranks(data, config, world)
+    ]
+
+
+@pytest.mark.parametrize("plan", ["length/det", "length/shuf", "static/det", "static/shuf"])
+def test_projection_equals_the_reference_plans(
+    espeak_root: Path, espeak_tokenizer: Path, plan: str
+) -> None:
+    """Batch for batch (size, longest, sum of lengths) the plans omnilingual-asr 0.2.0 made on
+    espeak-mini's train split, single pass, with and without shuffles, for 1, 3 and 4 ranks."""
+    batching, mode = plan.split("/")
+    lb = GOLDEN_PLANS["length_batching"]
+    shuffled = mode == "shuf"
+    task = {
+        **{k: lb[k] for k in ("min_audio_len", "max_audio_len", "max_num_elements")},
+        "num_seqs_multiple_of": lb["num_seqs_multiple_of"],
+        "batching_strategy": batching.upper(),
+        "batch_size": GOLDEN_PLANS["static_batch_size"],
+        "example_shuffle_window": 1000 if shuffled else 1,
+        "batch_shuffle_window": 20 if shuffled else 1,
+        "seed": 2,
+    }
+    config = config_from_dict({**ONE_PASS, "asr_task_config": task})
+    root = Path(resolve_dataset_root(espeak_root))
+    lengths: dict[str, int] = {}  # the golden file's example ids -> audio_size
+    for path in sorted(root.glob("corpus=*/split=train/language=*/*.parquet")):
+        language = path.parent.name.removeprefix("language=")
+        table = pq.read_table(path, columns=["text", "audio_size"]).to_pydict()
+        for text, size in zip(table["text"], table["audio_size"], strict=True):
+            lengths[hashlib.sha1(f"{language}\t{text}".encode()).hexdigest()[:16]] = size
+    assert len(lengths) == 480  # ids are unique
+    reference = [[lengths[i] for i in b] for b in GOLDEN_PLANS["plans"][plan]]
+    (data,) = load_splits(root, ["train"], config, tokenizer=load_tokenizer(espeak_tokenizer))
+    for world in (1, 3, 4):
+        assert _projected(data, config, world) == _projections_of(dealt(reference, world)), world
+    whole = project(data, config)
+    short = sum(n < lb["min_audio_len"] for n in lengths.values())
+    assert whole.skipped == Counter({"audio_too_short": short})
+    assert int(whole.sizes.sum()) == sum(map(len, reference)) == 480 - short
+
+
+HAND_TASK = {
+    # the golden table A: 30 buckets from 24 x 32000 to 1 x 960000
+    "min_audio_len": 32_000,
+    "max_audio_len": 960_000,
+    "max_num_elements": 960_000,
+    "num_seqs_multiple_of": 8,
+    "min_samples_per_char": 160,
+    "filter_long_text_threshold": 250,
+    "example_shuffle_window": 1,
+    "batch_shuffle_window": 1,
+}
+
+
+def _hand_rows(seed: int) -> list[tuple[int, str]]:
+    """(audio_size, text) rows: mostly 2-12 s with 15 samples-per-char to spare, plus every
+    edge: bounds of the length filter and of buckets, empty text, speech too fast by one
+    character, a rate of exactly min_samples_per_char, a text one character too long."""
+    rng = np.random.default_rng(seed)
+    rows: list[tuple[int, str]] = []
+    for _ in range(70):
+        n = int(rng.integers(32_000, 192_000))
+        rows.append((n, "a" * int(rng.integers(1, min(150, n // 175) + 1))))
+    rows[3] = (31_999, "short")  # audio_too_short
+    rows[7] = (32_000, "at the minimum")
+    rows[11] = (960_000, "at the maximum")
+    rows[13] = (960_001, "long")  # audio_too_long
+    rows[17] = (40_000, "")  # empty_text
+    rows[19] = (32_000, "b" * 201)  # 159.2 samples per char: too_fast_speech
+    rows[23] = (32_000, "c" * 200)  # exactly 160: kept
+    rows[29] = (200_000, "d" * 251)  # text_too_long (threshold 250)
+    rows[31] = (200_000, "e" * 250)  # kept
+    rows[37] = (41_739, "on a bucket bound")
+    rows[41] = (41_740, "just past it")
+    return rows
+
+
+def _write_hand_dataset(root: Path, rows: list[tuple[int, str]]) -> None:
+    """Two partitions (rows split 40 / 30) in row groups of 7; the audio is a stand-in (stats
+    reads only audio_size and text)."""
+    for language, part in (("aaa_Latn", rows[:40]), ("bbb_Latn", rows[40:])):
+        table = pa.table(
+            {
+                "text": [t for _, t in part],
+                "audio_bytes": pa.array([[0, 1]] * len(part), pa.list_(pa.int8())),
+                "audio_size": pa.array([n for n, _ in part], pa.int64()),
+            }
+        )
+        write_parquet(partition_dir(root, "hand", "dev", language) / "part-0.parquet", table, 7)
+
+
+def _hand_oracle(rows: list[tuple[int, str]], task: dict) -> tuple[list[list[int]], Counter]:
+    """The single pass's batches (of lengths) and skips, worked out from the semantics: length
+    filter, text filters (empty, too fast, too long: characters are tokens here), batching."""
+    skipped: Counter[str] = Counter()
+    kept: list[int] = []
+    for n, text in rows:  # the files' order is the rows' order
+        if n < task["min_audio_len"]:
+            skipped["audio_too_short"] += 1
+        elif n > task["max_audio_len"]:
+            skipped["audio_too_long"] += 1
+        elif not text:
+            skipped["empty_text"] += 1
+        elif n / len(text) < task["min_samples_per_char"]:
+            skipped["too_fast_speech"] += 1
+        elif len(text) > task["filter_long_text_threshold"]:
+            skipped["text_too_long"] += 1
+        else:
+            kept.append(n)
+    if task.get("batching_strategy") == "STATIC":
+        size = task["batch_size"]
+        batches = [list(range(i, min(i + size, len(kept)))) for i in range(0, len(kept), size)]
+    else:
+        table = [tuple(b) for b in _table_a()]
+        batches = bucket_by_length(kept, table, task["min_audio_len"])
+    batches = batches[: task.get("max_num_batches")]
+    return [[kept[i] for i in b] for b in batches], skipped
+
+
+def _table_a() -> list[list[int]]:
+    """The golden table A (bucket-vectors.json): min 32000, max 960000, 960000, multiple 8."""
+    vectors = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
+    return _golden(vectors, 960_000)["buckets"]
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        HAND_TASK,
+        {**HAND_TASK, "batching_strategy": "STATIC", "batch_size": 5, "max_num_batches": 9},
+    ],
+    ids=["length", "static-capped"],
+)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_projection_equals_hand_worked_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], task: dict, seed: int
+) -> None:
+    rows = _hand_rows(seed)
+    root = tmp_path / "version=0"
+    _write_hand_dataset(root, rows)
+    batches, skipped = _hand_oracle(rows, task)
+    assert set(skipped.values()) == {1} and len(skipped) == 5 and len(batches) >= 9
+    config = config_from_dict({**ONE_PASS, "asr_task_config": task})
+    (data,) = load_splits(root, ["dev"], config)
+    assert data.lengths.tolist() == [n for n, _ in rows]
+    for world in (1, 2, 3):
+        assert _projected(data, config, world) == _projections_of(dealt(batches, world)), world
+    whole = project(data, config)
+    assert whole.skipped == skipped
+    # and as ``dali-asr stats`` prints it
+    config_path = tmp_path / "c.yaml"
+    config_path.write_text(json.dumps({**ONE_PASS, "asr_task_config": task}), encoding="utf-8")
+    argv = ["stats", str(root), "--split", "dev", "--config", str(config_path)]
+    assert run_cli([*argv, "--world-size", "3"]) == 0
+    out = capsys.readouterr().out
+    kept = sum(map(len, batches))
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(skipped.items()))
+    assert f"  examples kept       {kept} of {len(rows)} ({reasons})\n" in out
+    assert re.search(rf"^  batches             {len(batches)} \(mean size ", out, re.M)
+    efficiency = sum(map(sum, batches)) / sum(len(b) * max(b) for b in batches)
+    assert f"  padding efficiency  {efficiency:.3f} (sum" in out
+    per_rank = " ".join(str(len(r)) for r in dealt(batches, 3))
+    assert f"world size 3: batches per rank {per_rank} (min" in out
