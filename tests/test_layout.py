@@ -113,7 +113,7 @@ LAYERS = [
     {"dali_asr.planning", "dali_asr.batch"},
     {"dali_asr.pipeline", "dali_asr.resume", "dali_asr.telemetry", "dali_asr.checkpoint"},
     {"dali_asr.loader"},
-    {"dali_asr.tools"},
+    {"dali_asr.tools", "dali_asr.fairseq2"},
 ]
 
 
