@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import signal
 from collections.abc import MutableMapping
@@ -194,9 +195,8 @@ class CtcCriterion:
         loss = self.model.module(source_seqs, source_layout, target_seqs, target_layout)
         with torch.inference_mode():
             n = batch.batch_size
-            metric_bag.get("ctc_loss", Mean).update(
-                loss.detach() / n / 0.6931471805599453, weight=n
-            )
+            bits = loss.detach() / n / math.log(2)
+            metric_bag.get("ctc_loss", Mean).update(bits, weight=n)
             metric_bag.get("num_examples", Sum).update(batch.num_examples)
             metric_bag.get("num_elements", Sum).update(batch.num_elements)
             metric_bag.get("total_num_examples", Sum).update(batch.num_examples)
@@ -225,7 +225,8 @@ class RecordingTrainUnit(TrainUnit[Seq2SeqBatch]):
 
     def process_batch(self, batch: Seq2SeqBatch, metric_bag: MetricBag) -> tuple[Tensor, int]:
         loss, size = self._criterion(batch, metric_bag)
-        line = {"step": self._step, "loss": float(loss.detach()), "size": size}
+        line = {"pid": os.getpid(), "step": self._step, "loss": float(loss.detach())}
+        line["size"] = size
         line["target_tokens"] = int(sum(batch.target_seq_lens))
         line.update(batch_digest(batch))
         with self._record.open("a", encoding="utf-8") as out:

@@ -239,3 +239,46 @@ def test_batches_are_fairseq2_seq2seq_batches_with_python_lengths(readers: Reade
     extras = batch.example["dali_asr"]  # type: ignore[index]
     assert len(extras["text"]) == len(extras["keys"]) == batch.batch_size
     assert extras["filler"] is False
+
+
+@pytest.mark.parametrize("sync_mode", ["UNTIL_LAST", "UNTIL_FIRST"])
+def test_two_ranks_stop_together_at_the_end_of_a_single_pass(
+    readers: Readers, sync_mode: str, tmp_path: Path, f2_report: dict
+) -> None:
+    """torchrun, 2 CPU ranks on fairseq2's gangs: every rank gets the same number of steps,
+    together all of the split's batches, and StopIteration after them."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    worker = Path(__file__).resolve().parents[1] / "helpers" / "fairseq2_ranks_worker.py"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(worker.parent), env.get("PYTHONPATH", "")])
+    results = {}
+    for which in ("dali", "reference"):
+        cmd = [
+            sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-port", str(port), str(worker), str(readers.data),
+            str(readers.tokenizer_path), str(tmp_path), which, sync_mode, json.dumps(TASK),
+        ]  # fmt: skip
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[which] = [
+            json.loads((tmp_path / f"{which}-{sync_mode}-rank{r}.json").read_text())
+            for r in range(2)
+        ]
+    ours = results["dali"]
+    alone = sum(
+        len(s)
+        for s in read_steps(readers.build("dali", "dev", SINGLE_PASS, TASK, num_accumulate=3))
+    )
+    assert len(ours[0]["steps"]) == len(ours[1]["steps"])
+    assert sum(len(s) for r in ours for s in r["steps"]) == alone
+    assert all(r["again"] == "StopIteration" for r in ours)
+    f2_report[f"two_ranks_{sync_mode}"] = {
+        which: [[len(s) for s in r["steps"]] for r in rs] for which, rs in results.items()
+    }

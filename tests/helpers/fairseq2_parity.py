@@ -64,6 +64,7 @@ class Readers:
 
     def __init__(self, data: Path, tokenizer: Path) -> None:
         self.data = data
+        self.tokenizer_path = tokenizer
         self.tokenizer = load_char_tokenizer(tokenizer, None)
         self.gangs = create_fake_gangs(torch.device("cpu"))
 
