@@ -44,10 +44,18 @@ exec "$VENV/bin/python" "\$@"
 WRAP
 chmod +x "$VENV/bin/f2-python"
 
-CONSTRAINTS="$VENV/reference-constraints.txt"
-"$REF/bin/python" -m pip freeze --exclude-editable > "$CONSTRAINTS"
-"$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e ".[fairseq2-cuda12]" "pytest>=8"
+# Installed already from this checkout: nothing to do (F2_REINSTALL=1 installs again, e.g.
+# after pyproject.toml's dependencies changed).
+installed() {
+    "$VENV/bin/f2-python" -c "import sys, dali_asr, nvidia.dali, cupy, pytest, dali_asr.fairseq2; \
+sys.exit(dali_asr.__file__ != '$PWD/dali_asr/__init__.py')" 2>/dev/null
+}
+if [ -n "${F2_REINSTALL:-}" ] || ! installed; then
+    CONSTRAINTS="$VENV/reference-constraints.txt"
+    "$REF/bin/python" -m pip freeze --exclude-editable > "$CONSTRAINTS"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS" -e ".[fairseq2-cuda12]" "pytest>=8"
+fi
 
 "$VENV/bin/f2-python" - <<'PY'
 import fairseq2, numpy, nvidia.dali, cupy, omnilingual_asr, torch
