@@ -8,9 +8,9 @@
 #
 #   bash scripts/check_fairseq2.sh [pytest args]
 #
-# Not part of CI (the reference venv is ~7 GB; ~5 minutes on 2 cores). The figures go to
-# $DALI_ASR_F2_REPORT (default benchmarks/results/fairseq2-dropin.json) and are printed at the
-# end. DALI_ASR_ESPEAK names the corpus when it is not ../shared/data/espeak-mini.
+# Not part of CI (the reference venv is ~7 GB; ~4 minutes on 2 cores). tests/conftest.py writes
+# the figures to $DALI_ASR_F2_REPORT (default benchmarks/results/fairseq2-dropin.json); they are
+# printed at the end. DALI_ASR_ESPEAK names the corpus when it is not ../shared/data/espeak-mini.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${F2_VENV:-$HOME/.cache/dali-asr/fairseq2-venv}"
