@@ -26,15 +26,14 @@ DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "
 """The source dtypes dali-asr makes, by the torch dtype a recipe passes to ``create_reader``."""
 
 
-def plain(value: Any, where: str) -> Any:
+def plain(value: Any) -> Any:
     """A config value as YAML would hold it: dataclasses as mappings, enums by name."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name), f"{where}.{f.name}") for f in
-                dataclasses.fields(value)}  # fmt: skip
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Enum):
         return value.name
     if isinstance(value, (list, tuple)):
-        return [plain(v, where) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -43,9 +42,9 @@ def section(value: Any, where: str) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, dict):
-        return {k: plain(v, f"{where}.{k}") for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return plain(value, where)
+        return plain(value)
     raise ConfigError(
         f"{where}: expected Omnilingual's config dataclass (or dali-asr's, or a mapping), got "
         f"{type(value).__name__}"
@@ -57,7 +56,7 @@ def settings_dict(settings: DaliAsrSettings | dict[str, Any] | None) -> dict[str
     if settings is None:
         return {}
     if isinstance(settings, DaliAsrSettings):
-        return plain(settings, "dali_asr")
+        return plain(settings)
     if isinstance(settings, dict):
         return dict(settings)
     raise ConfigError(
