@@ -222,22 +222,37 @@ def fbank_figures(ours: list[Step], theirs: list[Step], waves: list[Step]) -> di
     """The fbank criterion of benchmarks/fbank_agreement.py over two readers' standardised
     fbanks, with ``waves`` (a waveform reader of the same plan, not normalised) telling which
     cells float32 resolves: a mel energy of at least 1e-8 of its frame's power (dali-asr's
-    unstandardised fbank of the same audio gives the energies)."""
+    unstandardised fbank of the same audio gives the energies).
+
+    Each side is also held against that fbank computed directly (one call, standardised here),
+    so that a failure says which reader strayed: ``*_utterances_off`` lists (batch, row, max
+    |Δ|) where a reader is more than MAX_LIMIT from it."""
     errors, resolved = [], []
-    for a, b, w in zip(flat(ours), flat(theirs), flat(waves), strict=True):
+    off: dict[str, list] = {"dali_asr": [], "reference": []}
+    for i, (a, b, w) in enumerate(zip(flat(ours), flat(theirs), flat(waves), strict=True)):
         for row, n in enumerate(a.source_seq_lens):
             err = (a.source_seqs[row, :n] - b.source_seqs[row, :n]).abs().numpy()
             audio = w.source_seqs[row, : w.source_seq_lens[row]].numpy()
+            raw = kaldi_fbank([audio])[0][:n]
             errors.append(err)
-            resolved.append(resolved_cells(audio, kaldi_fbank([audio])[0][:n]))
+            resolved.append(resolved_cells(audio, raw))
+            direct = _standardised(raw)
+            for side, batch in (("dali_asr", a), ("reference", b)):
+                far = float(np.abs(batch.source_seqs[row, :n].numpy() - direct).max())
+                if far > MAX_LIMIT:
+                    off[side].append((i, row, round(far, 4)))
     figures = agreement(errors, resolved)
-    err, ok = (
-        np.concatenate([e.ravel() for e in errors]),
-        np.concatenate([r.ravel() for r in resolved]),
-    )
+    err = np.concatenate([e.ravel() for e in errors])
+    ok = np.concatenate([r.ravel() for r in resolved])
     figures["cells_over_max_limit"] = int((err > MAX_LIMIT).sum())
     figures["resolved_cells_over_max_limit"] = int(((err > MAX_LIMIT) & ok).sum())
+    figures.update({f"{side}_utterances_off": found for side, found in off.items()})
     return figures
+
+
+def _standardised(log_mel: np.ndarray) -> np.ndarray:
+    x = log_mel.astype(np.float64)
+    return ((x - x.mean(axis=0)) / x.std(axis=0, ddof=1)).astype(np.float32)
 
 
 def fbank_agrees(figures: dict[str, Any]) -> bool:
