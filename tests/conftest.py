@@ -9,6 +9,7 @@ groups, the last one partial.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -144,3 +145,19 @@ def torchrun_two_ranks(data: Path, tokenizer: Path, out: Path, doc: dict) -> lis
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+_F2_FIGURES: dict[str, object] = {}
+
+
+@pytest.fixture(scope="session")
+def f2_report() -> Iterator[dict[str, object]]:
+    """tests/fairseq2's figures (they run only beside fairseq2: scripts/check_fairseq2.sh), each
+    test's under its name; written as JSON to ``$DALI_ASR_F2_REPORT`` at the session's end."""
+    import json
+
+    yield _F2_FIGURES
+    target = os.environ.get("DALI_ASR_F2_REPORT")
+    if target and _F2_FIGURES:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(json.dumps(_F2_FIGURES, indent=1, sort_keys=True) + "\n")

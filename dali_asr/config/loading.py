@@ -173,7 +173,7 @@ def _coerce(name: str, value: Any, default: Any, annotation: Any) -> Any:
             raise ConfigError(f"config key {name}: {value!r} is not one of {allowed}") from None
     text = str(annotation)
     if value is None:
-        if "None" in text or default is None:  # an Any-typed key whose default is null
+        if "None" in text or text == "Any" or default is None:  # Any-typed, or null by default
             return None
         raise ConfigError(f"config key {name}: may not be null")
     if isinstance(default, bool) or text.startswith("bool"):
