@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import MILESTONE_TASK
 
 from dali_asr.config import config_from_dict
 from dali_asr.errors import ConfigError
@@ -20,14 +21,7 @@ from dali_asr.resume.state import LoaderState, plan_config
 from dali_asr.storage.examples import example_key
 
 BASE: dict[str, Any] = {
-    "asr_task_config": {
-        "min_audio_len": 16_000,
-        "max_audio_len": 480_000,
-        "max_num_elements": 960_000,
-        "num_seqs_multiple_of": 8,
-        "example_shuffle_window": 1,
-        "batch_shuffle_window": 1,
-    },
+    "asr_task_config": dict(MILESTONE_TASK),
     "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
 }
 
