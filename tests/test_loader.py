@@ -7,7 +7,6 @@ import io
 import json
 import threading
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -15,6 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import MILESTONE_TASK, SHARED
+from helpers.reference_oracle import oracle_batches, oracle_bucket_sizes
 
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.config import LoaderConfig, config_from_dict
@@ -22,7 +22,6 @@ from dali_asr.loader import AsrLoader
 from dali_asr.storage.examples import example_key
 
 LENGTH_TASK = MILESTONE_TASK
-T = TypeVar("T")
 
 
 def make_config(**task: object) -> LoaderConfig:
@@ -225,52 +224,6 @@ def test_pad_to_multiple(
 
 GOLDEN_VECTORS = SHARED / "reference" / "bucket-vectors.json"
 GOLDEN_PLANS = Path(__file__).parent / "golden" / "reference-plans.json"
-
-
-def oracle_bucket_sizes(
-    min_len: int, max_len: int, max_num_elements: int, multiple: int
-) -> list[tuple[int, int]]:
-    """(batch size, length bound) buckets: Omnilingual's round-down of the budget to a multiple
-    of ``max_len``, then fairseq2's ``create_bucket_sizes``: for every distinct count
-    ``budget // length``, the longest length that fits it, counts above ``multiple`` rounded
-    down to a multiple of it."""
-    budget = max_num_elements - max_num_elements % max_len
-    buckets = []
-    count, length = budget, 1
-    while length < max_len:
-        if length >= min_len:
-            buckets.append((count, length))
-        count = budget // (length + 1)
-        length = budget // count
-    buckets.append((count, max_len))
-    return [(c - c % multiple if c > multiple else c, n) for c, n in buckets]
-
-
-def oracle_batches(
-    items: list[tuple[T, int]], buckets: list[tuple[int, int]], min_len: int
-) -> list[list[T]]:
-    """fairseq2's ``bucket_by_length`` (skipping items outside [min_len, longest bound]): each
-    item joins the first bucket whose bound covers it, a full bucket is a batch at once; at the
-    end the longest non-empty bucket, topped up with the last items of the nearest shorter
-    buckets, is a batch, until none is left."""
-    waiting: list[list[T]] = [[] for _ in buckets]
-    out = []
-    for item, length in items:
-        if not min_len <= length <= buckets[-1][1]:
-            continue
-        i = min(j for j, (_, bound) in enumerate(buckets) if length <= bound)
-        waiting[i].append(item)
-        if len(waiting[i]) == buckets[i][0]:
-            out.append(waiting[i])
-            waiting[i] = []
-    while any(waiting):
-        i = max(j for j, w in enumerate(waiting) if w)
-        batch, waiting[i] = waiting[i], []
-        for j in range(i - 1, -1, -1):
-            while len(batch) < buckets[i][0] and waiting[j]:
-                batch.append(waiting[j].pop())
-        out.append(batch)
-    return out
 
 
 def oracle_plan(root: Path, task: dict) -> list[list[tuple[str, int, int, str]]]:

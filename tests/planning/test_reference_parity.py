@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.reference_oracle import golden_plan_task
 
 from dali_asr.config import config_from_dict
 from dali_asr.loader import AsrLoader
@@ -22,19 +23,7 @@ def example_id(language: str, text: str) -> str:
 
 
 def reference_config(batching: str, mode: str, root: Path, **dali: object):
-    lb = GOLDEN["length_batching"]
-    shuffled = mode != "det"
-    task = {
-        "min_audio_len": lb["min_audio_len"],
-        "max_audio_len": lb["max_audio_len"],
-        "max_num_elements": lb["max_num_elements"],
-        "num_seqs_multiple_of": lb["num_seqs_multiple_of"],
-        "batching_strategy": batching.upper(),
-        "batch_size": GOLDEN["static_batch_size"],
-        "example_shuffle_window": 1000 if shuffled else 1,
-        "batch_shuffle_window": 20 if shuffled else 1,
-        "seed": 2,
-    }
+    task = golden_plan_task(GOLDEN, batching, mode != "det")
     if mode == "train":
         storage = {
             "dataset_summary_path": str(root / "language_distribution_0.tsv"),

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import MILESTONE_TASK, SHARED, partition_dir, write_parquet
+from helpers.reference_oracle import golden_plan_task, oracle_batches
 
 from dali_asr.config import LoaderConfig, config_from_dict, load_config
 from dali_asr.errors import ConfigError
@@ -356,41 +357,11 @@ def dealt(batches: list[list[int]], world: int) -> list[list[list[int]]]:
     return ranks
 
 
-def bucket_by_length(
-    lengths: list[int], buckets: list[tuple[int, int]], min_len: int
-) -> list[list[int]]:
-    """fairseq2's ``bucket_by_length`` (drop_remainder false) as the reference's semantics
-    document states it, over item indices: first-fit bucket by length bound, emit a bucket
-    when full; at the end, the non-empty bucket with the longest bound, topped up from the
-    ends of the shorter buckets (nearest first), until none is left."""
-    held: list[list[int]] = [[] for _ in buckets]
-    out: list[list[int]] = []
-    for i, n in enumerate(lengths):
-        if not min_len <= n <= buckets[-1][1]:
-            continue
-        b = next(j for j, (_, bound) in enumerate(buckets) if n <= bound)
-        held[b].append(i)
-        if len(held[b]) == buckets[b][0]:
-            out.append(held[b])
-            held[b] = []
-    while any(held):
-        top = max(j for j, h in enumerate(held) if h)
-        batch, held[top] = held[top], []
-        below = top - 1
-        while len(batch) < buckets[top][0] and below >= 0:
-            if held[below]:
-                batch.append(held[below].pop())
-            else:
-                below -= 1
-        out.append(batch)
-    return out
-
-
 def test_bucket_by_length_oracle_equals_the_golden_vector(vectors: dict[str, Any]) -> None:
     golden = vectors["bucket_by_length"]
     lengths = golden["input_lengths_by_index"]
-    batches = bucket_by_length(
-        lengths, [tuple(b) for b in golden["bucket_sizes"]], golden["min_data_len"]
+    batches = oracle_batches(
+        list(enumerate(lengths)), [tuple(b) for b in golden["bucket_sizes"]], golden["min_data_len"]
     )
     assert [[[i, lengths[i]] for i in b] for b in batches] == golden["output_drop_remainder_false"]
 
@@ -417,16 +388,7 @@ def test_projection_equals_the_reference_plans(
     espeak-mini's train split, single pass, with and without shuffles, for 1, 3 and 4 ranks."""
     batching, mode = plan.split("/")
     lb = GOLDEN_PLANS["length_batching"]
-    shuffled = mode == "shuf"
-    task = {
-        **{k: lb[k] for k in ("min_audio_len", "max_audio_len", "max_num_elements")},
-        "num_seqs_multiple_of": lb["num_seqs_multiple_of"],
-        "batching_strategy": batching.upper(),
-        "batch_size": GOLDEN_PLANS["static_batch_size"],
-        "example_shuffle_window": 1000 if shuffled else 1,
-        "batch_shuffle_window": 20 if shuffled else 1,
-        "seed": 2,
-    }
+    task = golden_plan_task(GOLDEN_PLANS, batching, mode == "shuf")
     config = config_from_dict({**ONE_PASS, "asr_task_config": task})
     root = Path(resolve_dataset_root(espeak_root))
     lengths: dict[str, int] = {}  # the golden file's example ids -> audio_size
@@ -519,7 +481,7 @@ def _hand_oracle(rows: list[tuple[int, str]], task: dict) -> tuple[list[list[int
         batches = [list(range(i, min(i + size, len(kept)))) for i in range(0, len(kept), size)]
     else:
         table = [tuple(b) for b in _table_a()]
-        batches = bucket_by_length(kept, table, task["min_audio_len"])
+        batches = oracle_batches(list(enumerate(kept)), table, task["min_audio_len"])
     batches = batches[: task.get("max_num_batches")]
     return [[kept[i] for i in b] for b in batches], skipped
 
