@@ -4,8 +4,8 @@ position (``resume/``). docs/ARCHITECTURE.md draws the whole flow."""
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +18,11 @@ from dali_asr.errors import ConfigError
 from dali_asr.pipeline.augment import make_augmenter
 from dali_asr.pipeline.collate import BatchMaker
 from dali_asr.pipeline.cuda_env import device_index, resolve_auto_budget, resolve_device
-from dali_asr.pipeline.feeding import END, Failure, Feeder, PipelineSettings, decode_samples
-from dali_asr.pipeline.gpu_collate import hand_over
+from dali_asr.pipeline.epoch import Epoch
+from dali_asr.pipeline.feeding import Feeder
+from dali_asr.pipeline.settings import PipelineSettings, decode_samples
 from dali_asr.planning import sharding
-from dali_asr.planning.epoch_plan import Deal, Resume, planned_batches
+from dali_asr.planning.epoch_plan import Deal, EpochRun, Resume, planned_batches
 from dali_asr.planning.planners import (
     ChainedPlanner,
     Example,
@@ -31,7 +32,7 @@ from dali_asr.planning.planners import (
     max_batch_size,
 )
 from dali_asr.planning.sharding import resolve_rank
-from dali_asr.report import KnownBad, SkipReport
+from dali_asr.report import HeldReport, KnownBad, SkipReport
 from dali_asr.resume.elastic import Target, own_state
 from dali_asr.resume.state import (
     LoaderState,
@@ -117,7 +118,7 @@ class AsrLoader:
         self.telemetry = Telemetry(log_every=self.config.dali_asr.telemetry_log_every)
         """Padding, batch sizes, loader stalls and language shares; ``telemetry.as_dict()``."""
         self._len: int | None = None
-        self._epoch: _Epoch | None = None
+        self._epoch: Epoch | None = None
         self._resume: Resume | None = None
         self._carry: dict | None = None
         self.epoch = 0
@@ -164,22 +165,23 @@ class AsrLoader:
         if self._epoch is not None:
             if self._epoch.finished and self._epoch.final:
                 self._carry = self._epoch.final[0]
+            following = self._epoch.following()
+            if following is not None:
+                self.epoch += 1
+                self._epoch = following
+                return following
             self._epoch.close()
-        planner = self.planner(self.report)
-        if isinstance(planner, TrainStreamPlanner) and len(planner.partitions) > 1:
-            self.telemetry.set_targets(
-                {p.name: w for p, w in zip(planner.partitions, planner.weights, strict=True)}
-            )
         settings = self.config.dali_asr
         resume, self._resume = self._resume, None
         # a restored plan state overrides these RNGs; one taken at the epoch's start has none
-        carry = self._carry
-        every, final = settings.state_every, []
-        capacity = settings.audio_cache_row_groups or planner.audio_cache_size()
-        audio = AudioCache(self.files, capacity, self._cache.path())
+        run = self._epoch_run(resume, self._carry, self.report)
         deal = self._deal()
+        follow = None
+        if settings.prefetch_next_epoch:
+            # weakly: the feeder's threads must not keep the loader alive
+            follow = functools.partial(_plan_ahead, weakref.ref(self))
         feeder = Feeder(
-            plan=lambda: planned_batches(planner, audio, resume, every, carry, final, deal),
+            run,
             maker=self.batch_maker(),
             settings=PipelineSettings(
                 max_batch_size=max_batch_size(self.task),
@@ -192,15 +194,35 @@ class AsrLoader:
                 decode_samples=decode_samples(self.task, settings.decode_samples),
                 fill_empty=self.world_size > 1,
             ),
-            report=self.report,
             num_prefetch=self.task.num_prefetch,
             known_bad=self.known_bad,
+            follow=follow,
         )
         if resume is None:
             self.epoch += 1
         # a training stream's batch indices are the rank's own, a dealt pass's global
-        self._epoch = _Epoch(feeder, resume, final, self, deal.world_size if deal else 1)
+        world = deal.world_size if deal else 1
+        self._epoch = Epoch(feeder, resume, run.final, self, self.report, self.telemetry, world)
         return self._epoch
+
+    def _epoch_run(self, resume: Resume | None, carry: dict | None, report: SkipReport) -> EpochRun:
+        """An epoch's plan for the feeder: from ``resume`` (None: the start), continuing the
+        RNGs ``carry``, its skips counted in ``report``."""
+        planner = self.planner(report)
+        if isinstance(planner, TrainStreamPlanner) and len(planner.partitions) > 1:
+            self.telemetry.set_targets(
+                {p.name: w for p, w in zip(planner.partitions, planner.weights, strict=True)}
+            )
+        settings = self.config.dali_asr
+        every, final = settings.state_every, []
+        capacity = settings.audio_cache_row_groups or planner.audio_cache_size()
+        audio = AudioCache(self.files, capacity, self._cache.path())
+        deal = self._deal()
+        return EpochRun(
+            lambda: planned_batches(planner, audio, resume, every, carry, final, deal),
+            report,
+            final,
+        )
 
     def _deal(self) -> Deal | None:
         """A single pass on several ranks: every rank plans the whole split (metadata) and takes
@@ -324,61 +346,10 @@ class AsrLoader:
         self.close()
 
 
-class _Epoch(Iterator[Seq2SeqBatch]):
-    """One pass, as the training loop sees it. Its threads live in a ``Feeder`` that holds no
-    reference back, so dropping the iterator (or the loader) mid-epoch stops them. It keeps
-    where the training loop is in the plan, for ``AsrLoader.state_dict``."""
-
-    def __init__(
-        self,
-        feeder: Feeder,
-        resume: Resume | None,
-        final: list,
-        owner: AsrLoader,
-        world_size: int = 1,
-    ) -> None:
-        self._feeder = feeder
-        # ``for b in AsrLoader(...)`` keeps only the iterator: it must keep its loader alive
-        self._owner = owner
-        self.final = final  # the plan's RNG states at its end, filled by the planning thread
-        self._finalizer = weakref.finalize(self, feeder.stop)
-        self.finished = False
-        # the last plan state seen, and how many batches the loop has received
-        self._world = world_size
-        start = resume if resume is not None else Resume(0, None, 0)
-        self._state_at, self._state = start.at, start.state
-        self._consumed = start.at + start.skip
-
-    def resume_point(self) -> Resume:
-        return Resume(self._state_at, self._state, self._consumed - self._state_at)
-
-    def __next__(self) -> Seq2SeqBatch:
-        asked = time.perf_counter()
-        try:
-            item = self._feeder.get()
-        except BaseException:
-            # KeyboardInterrupt while waiting for a batch: stop every thread, then re-raise.
-            self.close()
-            raise
-        if item is END:
-            self.finished = True
-            self.close()
-            raise StopIteration
-        if isinstance(item, Failure):
-            self.close()
-            raise item.error
-        batch: Seq2SeqBatch = item  # type: ignore[assignment]
-        # Ranks move in lockstep: once this rank has its batch of a round of ``world_size``
-        # global batches, the whole round counts as consumed.
-        self._consumed = (batch.plan_index // self._world + 1) * self._world
-        if batch.plan_state is not None:
-            self._state_at, self._state = batch.plan_state
-        hand_over(batch)
-        source_lens, target_lens = batch.host_lengths or (None, None)
-        self._owner.telemetry.record(
-            batch, time.perf_counter() - asked, source_lens=source_lens, target_lens=target_lens
-        )
-        return batch
-
-    def close(self) -> None:
-        self._finalizer()
+def _plan_ahead(loader: weakref.ref[AsrLoader], run: EpochRun) -> EpochRun | None:
+    """The epoch after ``run``, planned ahead by the feeder (``prefetch_next_epoch``): a fresh
+    epoch from the RNGs ``run`` ended with, as the next ``iter()`` would start it."""
+    owner = loader()
+    if owner is None or not run.final:
+        return None
+    return owner._epoch_run(None, run.final[0], HeldReport())

@@ -51,6 +51,34 @@ class SkipReport:
         }
 
 
+class HeldReport(SkipReport):
+    """The skips of an epoch planned ahead, before the training loop has started it: held
+    until ``release(into)`` (the loop started it), then passed on to ``into`` as they come. An
+    epoch never started reports nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._into: SkipReport | None = None
+        self._release_lock = threading.Lock()
+
+    def add(self, key: ExampleKey | None, reason: str, count: int = 1) -> None:
+        with self._release_lock:
+            if self._into is None:
+                super().add(key, reason, count)
+                return
+        self._into.add(key, reason, count)
+
+    def release(self, into: SkipReport) -> None:
+        with self._release_lock:
+            for reason, count in self.counts.items():
+                keys = self.keys.get(reason, [])
+                for key in keys:
+                    into.add(key, reason)
+                if count > len(keys):
+                    into.add(None, reason, count - len(keys))
+            self._into = into
+
+
 class KnownBad:
     """Examples whose audio proved bad (bytes that are not audio, a decode failure, a decoded
     length off, NaN/inf), by key, with the reason. The loader keeps it across epochs and in its

@@ -90,6 +90,9 @@ def test_results_entries_are_newest_first(tmp_path: Path) -> None:
 def test_passes_are_sized_from_the_fastest_warm_up() -> None:
     warm = [{"wall_s": 0.5}, {"wall_s": 2.0}, {"error": "exit 1"}]
     assert run.size_epochs(warm, 10.0) == 24  # 10 s × the margin 1.2 / 0.5 s
+    # the first batch's start-up is not part of the epochs after it: 0.8 s - 0.3 s
+    warm = [{"wall_s": 0.8, "first_batch_s": 0.3}, {"wall_s": 1.0, "first_batch_s": 0.1}]
+    assert run.size_epochs(warm, 10.0) == 24
     assert run.size_epochs([{"error": "exit 1"}], 10.0) == 1
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -155,6 +156,7 @@ def test_builtin_char_tokenizer_and_to(espeak_root: Path) -> None:
 
 
 def test_close_is_idempotent_and_stops_threads(espeak_root: Path, espeak_tokenizer) -> None:
+    gc.collect()  # earlier tests' dropped loaders, still planning their next epoch, stop
     before = set(threading.enumerate())  # earlier tests' loaders may still be winding down
     loader = AsrLoader(espeak_root, "train", make_config(), espeak_tokenizer)
     it = iter(loader)
@@ -171,6 +173,7 @@ def _ours(before: set[threading.Thread]) -> list[threading.Thread]:
 
 
 def test_with_block_closes_the_loader_on_an_exception(espeak_root: Path, espeak_tokenizer) -> None:
+    gc.collect()  # earlier tests' dropped loaders, still planning their next epoch, stop
     before = set(threading.enumerate())  # earlier tests' loaders may still be winding down
     config = make_config()
     with (

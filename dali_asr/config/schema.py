@@ -191,6 +191,12 @@ class DaliAsrSettings:
     """``skip`` (count and report) or ``error``."""
     prefetch_queue_depth: int = 2
     """Batches DALI decodes ahead of the one being collated."""
+    prefetch_next_epoch: bool = True
+    """When an epoch's plan ends, go on planning, reading and decoding the next epoch's first
+    batches while the training loop finishes this one (as DALI's readers run ahead across
+    epochs): the next ``iter()`` starts without a stall. The next epoch's skipped examples are
+    counted when the loop starts it. False: an epoch's threads and DALI pipeline end with it,
+    so that a loader used now and then (validation) holds nothing in between."""
     decode_batch: int = 32
     """Files per DALI iteration: consecutive planned batches are decoded together up to this
     many files (when they are ready), so a batch of two long files does not idle the threads."""
@@ -199,7 +205,7 @@ class DaliAsrSettings:
     their audio fits this too (a group's first batch always goes whole). It bounds the memory
     DALI holds for the iterations in flight; counted in files alone, rare groups of many long
     files kept the process's memory growing for a quarter of an hour (benchmarks/RESULTS.md,
-    soak). None = the largest planned batch: ``max_num_elements`` (``batch_size *
+    soak). None = two of the largest planned batch: 2 × ``max_num_elements`` (``batch_size *
     max_audio_len`` with STATIC batching)."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
@@ -289,7 +295,7 @@ class LoaderConfig:
         _require(
             d.decode_samples is None or d.decode_samples >= 1,
             "dali_asr.decode_samples",
-            "None (the largest planned batch) or >= 1",
+            "None (twice the largest planned batch) or >= 1",
         )
         _require(
             d.speed_perturb is None

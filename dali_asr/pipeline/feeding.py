@@ -1,6 +1,10 @@
-"""The threads behind one epoch: planning, and feeding DALI and collating its outputs.
+"""The threads behind an epoch: planning, and feeding DALI and collating its outputs.
 
-A planning thread puts planned batches (with encoded audio) in a bounded queue. A feeding
+A planning thread puts planned batches (with encoded audio) in a bounded queue. When an
+epoch's plan ends it goes on with the next epoch's (``follow``), so the next epoch's first
+batches are read and decoded while the training loop finishes this one, as DALI's own readers
+run ahead across epochs: an ``EpochEnd`` between the two epochs' batches tells the loop where
+one ends. A feeding
 thread owns the DALI pipeline: DALI calls ``_source`` for each iteration it schedules (so its
 threads decode ``prefetch_queue_depth`` batches ahead), and the feeding thread collates each
 output into a ``Seq2SeqBatch`` for a second bounded queue, which the training loop drains.
@@ -25,25 +29,29 @@ import queue
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.config import AsrTaskConfig, BatchingStrategy
 from dali_asr.errors import BadAudioError
 from dali_asr.pipeline.audio_check import check_decoded, describe_format, probe, sniff
 from dali_asr.pipeline.collate import BatchMaker
 from dali_asr.pipeline.delivery import Delivery
 from dali_asr.pipeline.graph import build_pipeline
-from dali_asr.planning.epoch_plan import Planned
-from dali_asr.report import KnownBad, SkipReport
+from dali_asr.pipeline.settings import PipelineSettings
+from dali_asr.planning.epoch_plan import EpochEnd, EpochRun, Planned
+from dali_asr.report import KnownBad
 from dali_asr.storage.examples import Example
 
 log = logging.getLogger(__name__)
 
 END = object()
+
+PLANNED_BATCHES = 16
+"""Planned batches (with their encoded audio) waiting for DALI. Planning comes in bursts, a
+row group's worth of batches at a time: with room for three, DALI's threads waited for the
+next row group's read a fifth of the time. Each holds at most one batch's encoded audio."""
 
 _LIVE: weakref.WeakSet[Feeder] = weakref.WeakSet()
 _AT_EXIT: list[bool] = []
@@ -71,58 +79,36 @@ class Failure:
         self.error = error
 
 
-def decode_samples(task: AsrTaskConfig, setting: int | None) -> int:
-    """The audio samples one DALI iteration may decode: the setting, else the largest batch
-    the plan can emit (so grouping never makes an iteration larger than one full batch)."""
-    if setting is not None:
-        return setting
-    if task.batching_strategy is BatchingStrategy.STATIC:
-        return task.batch_size * task.max_audio_len
-    return max(task.max_num_elements, task.max_audio_len)
-
-
-@dataclass
-class PipelineSettings:
-    max_batch_size: int
-    num_threads: int
-    device: str
-    device_id: int | None
-    prefetch_queue_depth: int
-    on_bad_audio: str
-    decode_batch: int = 32
-    decode_samples: int | None = None
-    fill_empty: bool = False
-    """A planned batch that loses every example to bad audio is delivered as a filler (see
-    ``Feeder``) instead of being left out: on several ranks, each must yield its planned
-    number of batches or the job hangs at its next collective."""
-
-
 class Feeder:
-    """Runs one epoch's threads; ``get()`` hands out batches, ``stop()`` ends everything."""
+    """Runs the threads of an epoch and of the epochs that ``follow`` it; ``get()`` hands out
+    batches, an ``EpochEnd`` between two epochs and END after the last; ``stop()`` ends
+    everything. ``follow(run)`` gives the epoch after ``run`` (None: none), called on the
+    planning thread when ``run``'s plan has ended."""
 
     def __init__(
         self,
-        plan: Callable[[], Iterator[list[Example]]],
+        first: EpochRun,
         maker: BatchMaker,
         settings: PipelineSettings,
-        report: SkipReport,
         num_prefetch: int,
         known_bad: KnownBad | None = None,
+        follow: Callable[[EpochRun], EpochRun | None] | None = None,
     ) -> None:
-        self.plan = plan
+        self.first, self.follow = first, follow
         self.maker = maker
         self.settings = settings
-        self.report = report
         self.known_bad = known_bad if known_bad is not None else KnownBad()
-        self._planned: queue.Queue = queue.Queue(maxsize=settings.prefetch_queue_depth + 1)
+        self._planned: queue.Queue = queue.Queue(maxsize=PLANNED_BATCHES)
         self._ready: queue.Queue = queue.Queue(maxsize=max(1, num_prefetch))
         self._stop = threading.Event()
-        self._in_dali: deque[list[Planned]] = deque()
-        self._replay: deque[Planned] = deque()
+        self._in_dali: deque[list[Planned | EpochEnd]] = deque()
+        self._replay: deque[Planned | EpochEnd] = deque()
         self._held: object = None
         self._ended: object = None
-        self.delivery = Delivery(lambda batch: self._put(self._ready, batch), settings.fill_empty)
-        self._tail: list[Planned] = []  # all-bad batches after the last file given to DALI
+        self.delivery = self._delivery()
+        self._tail: list[
+            Planned | EpochEnd
+        ] = []  # all-bad batches after the last file given to DALI
         self._source_end: object = END
         _LIVE.add(self)
         self.threads = [
@@ -164,25 +150,49 @@ class Feeder:
     # -- planning thread -----------------------------------------------------------------------
 
     def _plan(self) -> None:
+        run: EpochRun | None = self.first
         try:
-            plan = self.plan()  # yields Planned
-            # closing() ends the plan (and its read-ahead pool) when this thread stops early.
-            with contextlib.closing(plan):
-                for batch in plan:
-                    if not self._put(self._planned, batch):
-                        return
+            while run is not None:
+                planned = 0
+                # closing() ends the plan (and its read-ahead pool) when this thread stops early
+                with contextlib.closing(run.plan()) as plan:
+                    for batch in plan:
+                        batch.report = run.report
+                        planned += 1
+                        if not self._put(self._planned, batch):
+                            return
+                # an epoch of no batches would be followed by as empty ones without end
+                run = self._next_run(run) if planned else None
+                if run is not None and not self._put(self._planned, EpochEnd(run)):
+                    return
             self._put(self._planned, END)
         except BaseException as e:
             self._put(self._planned, Failure(e))
 
+    def _next_run(self, run: EpochRun) -> EpochRun | None:
+        """The epoch after ``run``, or None: following is off, the feeder stopped, or the next
+        epoch cannot be set up (the next ``iter()`` sets it up afresh and meets that error
+        itself, where this epoch's training loop would take it for its own). Tiny epochs may
+        be planned several ahead: the queues bound the work, not the epochs. (Waiting here for
+        the loop to start the next epoch would deadlock: DALI returns an iteration's outputs
+        only once its source has given the iteration after it.)"""
+        if self.follow is None or self._stop.is_set():
+            return None
+        try:
+            return self.follow(run)
+        except Exception:
+            log.debug("the next epoch could not be planned ahead", exc_info=True)
+            return None
+
     # -- feeding thread ------------------------------------------------------------------------
 
-    def _skip(self, ex: Example, reason: str, detail: str = "") -> None:
+    def _skip(self, planned: Planned, ex: Example, reason: str, detail: str = "") -> None:
         key = self.maker.key(ex)
         if self.settings.on_bad_audio == "error":
             raise BadAudioError(f"{key}: {reason}{detail} (dali_asr.on_bad_audio is 'error')")
         self.known_bad.add(key, reason)
-        self.report.add(key, reason)
+        assert planned.report is not None
+        planned.report.add(key, reason)
 
     def _source(self) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         """Called by DALI, in the feeding thread, for every iteration it schedules: one or
@@ -196,7 +206,7 @@ class Feeder:
         files decodes 61 MB where a typical one decodes 4, and the process's memory kept
         growing for a quarter of an hour, each time a rarer, larger group came
         (benchmarks/RESULTS.md, soak). The first batch of a group is always taken whole."""
-        group: list[Planned] = []
+        group: list[Planned | EpochEnd] = []
         files = 0
         samples = 0
         budget = self.settings.decode_samples
@@ -212,7 +222,7 @@ class Feeder:
                 self._source_end = item
                 raise StopIteration
             try:
-                item.examples = self._sniffed(item.examples)
+                item.examples = self._sniffed(item)
             except BadAudioError as e:
                 self._source_end = Failure(e)
                 raise StopIteration from None
@@ -234,10 +244,11 @@ class Feeder:
         augmenter = self.maker.augmenter
         if augmenter is None or not augmenter.perturbs_speed:
             return encoded
-        for planned in group:
+        decoding = [planned for planned in group if planned.examples]
+        for planned in decoding:
             keys = [self.maker.key(ex) for ex in planned.examples]
             planned.speed = augmenter.speed_factors(keys, planned.index)
-        return encoded, [np.float32(f) for planned in group for f in planned.speed]
+        return encoded, [np.float32(f) for planned in decoding for f in planned.speed]
 
     def _next_planned(self, wait: bool) -> object:
         # replayed batches (after a DALI failure) come before anything held or queued
@@ -262,16 +273,16 @@ class Feeder:
             self._ended = item
         return item
 
-    def _sniffed(self, batch: list[Example]) -> list[Example]:
+    def _sniffed(self, planned: Planned | EpochEnd) -> list[Example]:
         """The batch less the examples whose bytes are not audio, or found bad before."""
         kept = []
         known = len(self.known_bad) > 0
-        for ex in batch:
+        for ex in planned.examples:
             reason = (known and self.known_bad.reason(self.maker.key(ex))) or sniff(ex.audio)
             if reason is None:
                 kept.append(ex)
             else:
-                self._skip(ex, reason, f" ({describe_format(ex.audio)})")
+                self._skip(planned, ex, reason, f" ({describe_format(ex.audio)})")
         return kept
 
     def _build(self):
@@ -311,16 +322,28 @@ class Feeder:
                 for planned in self._in_dali.popleft():
                     batch = self._collate(planned, outputs, offset)
                     offset += len(planned.examples)
-                    if not self.delivery.deliver(planned, batch):
+                    if not self._settle(planned, batch):
                         return
             for planned in self._tail:
-                if not self.delivery.deliver(planned, None):
+                if not self._settle(planned, None):
                     return
             self.delivery.finish()
             end = self._source_end
             self._put(self._ready, end if isinstance(end, Failure) else END)
         except BaseException as e:
             self._put(self._ready, Failure(e))
+
+    def _delivery(self) -> Delivery:
+        return Delivery(lambda batch: self._put(self._ready, batch), self.settings.fill_empty)
+
+    def _settle(self, planned: Planned | EpochEnd, batch: Seq2SeqBatch | None) -> bool:
+        """Deliver ``planned``'s batch (None: it lost every example), or end an epoch; False
+        when stopped."""
+        if isinstance(planned, EpochEnd):
+            self.delivery.finish()
+            self.delivery = self._delivery()  # fillers stand in within one epoch
+            return self._put(self._ready, planned)
+        return self.delivery.deliver(planned, batch)
 
     def _recover(self, error: RuntimeError):
         """A file failed inside DALI: probe the batches in flight, drop the bad files, rebuild
@@ -339,7 +362,7 @@ class Feeder:
                     kept.append(ex)
                 else:
                     bad += 1
-                    self._skip(ex, reason, f": {str(error).splitlines()[0][:200]}")
+                    self._skip(planned, ex, reason, f": {str(error).splitlines()[0][:200]}")
             planned.examples = kept
             replay.append(planned)  # an emptied one keeps its place: settled when collated
         if bad == 0:
@@ -370,5 +393,5 @@ class Feeder:
                 kept.append(ex)
                 keep.append(i)
             else:
-                self._skip(ex, reason)
+                self._skip(planned, ex, reason)
         return self.maker.make(kept, decoded, keep, planned.index) if kept else None

@@ -1,17 +1,19 @@
 """An epoch's plan as the feeding thread consumes it: each planned batch with its global index
 in the epoch and the latest saved plan state at or before it; a restored plan's replay from
-metadata; and, for a single pass on several ranks, this rank's share of the global plan."""
+metadata; for a single pass on several ranks, this rank's share of the global plan; and an
+epoch as the feeder runs it (``EpochRun``), with the marker between two (``EpochEnd``)."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from dali_asr.planning import sharding
 from dali_asr.planning.planners import ChainedState, PlanState
+from dali_asr.report import SkipReport
 from dali_asr.storage.examples import AudioCache, Example
 
 
@@ -26,6 +28,27 @@ class Planned:
     state: PlanState | ChainedState | None = None
     speed: np.ndarray | None = None
     """Speed perturbation factors of the examples, when it is on."""
+    report: SkipReport | None = None
+    """Where its examples that prove bad are counted: its epoch's report."""
+
+
+@dataclass
+class EpochRun:
+    """One epoch for the feeder: its plan (run on the planning thread), where its skipped
+    examples are counted, and where the plan leaves its RNG states at its end."""
+
+    plan: Callable[[], Iterator[Planned]]
+    report: SkipReport
+    final: list = field(default_factory=list)
+
+
+@dataclass
+class EpochEnd:
+    """In the queues after an epoch's last batch when the next epoch (``run``) follows. It
+    travels in plan order like a batch that lost every example (``examples`` is empty)."""
+
+    run: EpochRun
+    examples: list = field(default_factory=list)
 
 
 @dataclass

@@ -235,6 +235,7 @@ def test_close_twice_and_iterate_again(espeak_root: Path, espeak_tokenizer) -> N
     loader.close()
     loader.close()
     assert len(list(loader)) == 50
+    loader.close()  # the threads went on planning the next epoch (prefetch_next_epoch)
     assert not _threads()
 
 

@@ -16,7 +16,7 @@ from dali_asr.config import BatchingStrategy, config_from_dict
 from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
 from dali_asr.pipeline.collate import LAYER_NORM, BatchMaker, Decoded
-from dali_asr.pipeline.feeding import decode_samples
+from dali_asr.pipeline.settings import decode_samples
 
 
 def test_setting_default_and_validation() -> None:
@@ -27,15 +27,15 @@ def test_setting_default_and_validation() -> None:
         config_from_dict({"dali_asr": {"decode_samples": 0}}).validate()
 
 
-def test_default_budget_is_the_largest_planned_batch() -> None:
+def test_default_budget_is_two_of_the_largest_planned_batch() -> None:
     task = config_from_dict(
         {"asr_task_config": {"max_audio_len": 480_000, "max_num_elements": 960_000}}
     ).asr_task_config
-    assert decode_samples(task, None) == 960_000
+    assert decode_samples(task, None) == 2 * 960_000
     assert decode_samples(task, 123) == 123
     task.batching_strategy = BatchingStrategy.STATIC
     task.batch_size = 4
-    assert decode_samples(task, None) == 4 * 480_000
+    assert decode_samples(task, None) == 2 * 4 * 480_000
 
 
 @dataclass
@@ -104,7 +104,8 @@ def epoch(root: Path, tokenizer: Path, **dali: object) -> tuple[list[Iteration],
                 "batch_shuffle_window": 1,
             },
             "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
-            "dali_asr": {"prefetch_queue_depth": 3, **dali},
+            # one epoch's iterations only: none of the next epoch's, planned ahead
+            "dali_asr": {"prefetch_queue_depth": 3, "prefetch_next_epoch": False, **dali},
         }
     )
     loader = InspectedLoader(root, "train", cfg, tokenizer)

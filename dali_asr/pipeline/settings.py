@@ -1,0 +1,41 @@
+"""What the feeding thread's DALI pipeline is built with, from the loader's configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dali_asr.config import AsrTaskConfig, BatchingStrategy
+
+BATCHES_PER_ITERATION = 2
+"""Full planned batches one DALI iteration may decode by default. With one, LENGTH's full
+batches went one per iteration, and each iteration's serial part (the executor reads every
+file's header before its threads decode) and its uneven end left the cores idle; two gave the
+single pass 8-10% more audio per second (benchmarks/RESULTS.md, 2026-12-05)."""
+
+
+def decode_samples(task: AsrTaskConfig, setting: int | None) -> int:
+    """The audio samples one DALI iteration may decode: the setting, else
+    ``BATCHES_PER_ITERATION`` of the largest batch the plan can emit."""
+    if setting is not None:
+        return setting
+    if task.batching_strategy is BatchingStrategy.STATIC:
+        largest = task.batch_size * task.max_audio_len
+    else:
+        largest = max(task.max_num_elements, task.max_audio_len)
+    return BATCHES_PER_ITERATION * largest
+
+
+@dataclass
+class PipelineSettings:
+    max_batch_size: int
+    num_threads: int
+    device: str
+    device_id: int | None
+    prefetch_queue_depth: int
+    on_bad_audio: str
+    decode_batch: int = 32
+    decode_samples: int | None = None
+    fill_empty: bool = False
+    """A planned batch that loses every example to bad audio is delivered as a filler (see
+    ``Feeder``) instead of being left out: on several ranks, each must yield its planned
+    number of batches or the job hangs at its next collective."""
