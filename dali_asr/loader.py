@@ -165,7 +165,7 @@ class AsrLoader:
         if self._epoch is not None:
             if self._epoch.finished and self._epoch.final:
                 self._carry = self._epoch.final[0]
-            following = self._epoch.following()
+            following = self._epoch.following(self)
             if following is not None:
                 self.epoch += 1
                 self._epoch = following

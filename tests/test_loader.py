@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import io
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import MILESTONE_TASK, SHARED
+from helpers.loader_threads import loader_threads, threads_before
 from helpers.reference_oracle import oracle_batches, oracle_bucket_sizes
 
 from dali_asr.batch import Seq2SeqBatch
@@ -156,25 +155,17 @@ def test_builtin_char_tokenizer_and_to(espeak_root: Path) -> None:
 
 
 def test_close_is_idempotent_and_stops_threads(espeak_root: Path, espeak_tokenizer) -> None:
-    gc.collect()  # earlier tests' dropped loaders, still planning their next epoch, stop
-    before = set(threading.enumerate())  # earlier tests' loaders may still be winding down
+    before = threads_before()
     loader = AsrLoader(espeak_root, "train", make_config(), espeak_tokenizer)
     it = iter(loader)
     next(it)
     loader.close()
     loader.close()
-    ours = [t for t in set(threading.enumerate()) - before if t.name.startswith("dali-asr")]
-    assert not ours, ours
-
-
-def _ours(before: set[threading.Thread]) -> list[threading.Thread]:
-    """Loader threads started since ``before`` that are still alive."""
-    return [t for t in set(threading.enumerate()) - before if t.name.startswith("dali-asr")]
+    assert not loader_threads() - before
 
 
 def test_with_block_closes_the_loader_on_an_exception(espeak_root: Path, espeak_tokenizer) -> None:
-    gc.collect()  # earlier tests' dropped loaders, still planning their next epoch, stop
-    before = set(threading.enumerate())  # earlier tests' loaders may still be winding down
+    before = threads_before()
     config = make_config()
     with (
         pytest.raises(RuntimeError, match="in the training step"),
@@ -182,11 +173,11 @@ def test_with_block_closes_the_loader_on_an_exception(espeak_root: Path, espeak_
     ):
         it = iter(loader)
         next(it)
-        assert _ours(before)  # the epoch's threads run
+        assert loader_threads() - before  # the epoch's threads run
         raise RuntimeError("in the training step")
     # the loader and its iterator are still referenced: the with block stopped the threads,
     # not the garbage collector
-    assert not _ours(before)
+    assert not loader_threads() - before
     assert loader.files and it is not None
 
 

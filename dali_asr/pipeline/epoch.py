@@ -18,8 +18,10 @@ class Epoch(Iterator[Seq2SeqBatch]):
     """One pass, as the training loop sees it. Its threads live in a ``Feeder`` that holds no
     reference back, so dropping the iterator (or the loader) mid-epoch stops them. It keeps
     where the training loop is in the plan, for ``AsrLoader.state_dict``. ``owner`` is the
-    loader, kept alive by its iterator (``for b in AsrLoader(...)`` keeps only the iterator);
-    ``report`` and ``telemetry`` are the loader's."""
+    loader, kept alive by its iterator while the epoch runs (``for b in AsrLoader(...)`` keeps
+    only the iterator) and let go when it ends, so a loader dropped after an epoch is freed at
+    once, and its threads (planning the next epoch) stopped, without waiting for the garbage
+    collector; ``report`` and ``telemetry`` are the loader's."""
 
     def __init__(
         self,
@@ -46,8 +48,9 @@ class Epoch(Iterator[Seq2SeqBatch]):
     def resume_point(self) -> Resume:
         return Resume(self._state_at, self._state, self._consumed - self._state_at)
 
-    def following(self) -> Epoch | None:
-        """The next epoch, when this one ended with it planned ahead by the same feeder."""
+    def following(self, owner: object) -> Epoch | None:
+        """The next epoch of ``owner``, when this one ended with it planned ahead by the same
+        feeder."""
         run, self._next_run = self._next_run, None
         if run is None:
             return None
@@ -55,7 +58,7 @@ class Epoch(Iterator[Seq2SeqBatch]):
         assert isinstance(run.report, HeldReport)
         run.report.release(self._report)
         return Epoch(
-            self._feeder, None, run.final, self._owner, self._report, self._telemetry, self._world
+            self._feeder, None, run.final, owner, self._report, self._telemetry, self._world
         )
 
     def __next__(self) -> Seq2SeqBatch:
@@ -69,7 +72,7 @@ class Epoch(Iterator[Seq2SeqBatch]):
             self.close()
             raise
         if isinstance(item, EpochEnd):
-            self.finished, self._next_run = True, item.run
+            self.finished, self._next_run, self._owner = True, item.run, None
             raise StopIteration
         if item is END:
             self.finished = True
@@ -93,3 +96,4 @@ class Epoch(Iterator[Seq2SeqBatch]):
 
     def close(self) -> None:
         self._finalizer()
+        self._owner = None

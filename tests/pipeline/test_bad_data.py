@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import MILESTONE_TASK, torchrun_two_ranks, write_parquet
+from helpers.loader_threads import still_running, threads_before
 
 from dali_asr.config import config_from_dict
 from dali_asr.errors import BadAudioError
@@ -173,23 +174,13 @@ _EARLIER: set[threading.Thread] = set()
 
 @pytest.fixture(autouse=True)
 def _earlier_threads() -> None:
-    """Threads of loaders that earlier tests left to the garbage collector are not this
-    test's to stop."""
     _EARLIER.clear()
-    _EARLIER.update(threading.enumerate())
+    _EARLIER.update(threads_before())
 
 
-def _threads() -> list[threading.Thread]:
+def _threads() -> set[threading.Thread]:
     """This test's loader threads still alive after up to 5 s."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        alive = [
-            t for t in threading.enumerate() if t.name.startswith("dali-asr") and t not in _EARLIER
-        ]
-        if not alive:
-            return []
-        time.sleep(0.05)
-    return alive
+    return still_running(_EARLIER)
 
 
 def test_planning_failure_reaches_the_loop(small_dataset: Path, espeak_tokenizer, tmp_path):
@@ -227,6 +218,21 @@ def test_garbage_collected_mid_epoch_leaves_no_threads(espeak_root: Path, espeak
     del it, loader
     gc.collect()
     assert not _threads()
+
+
+def test_a_loader_dropped_after_an_epoch_stops_without_the_garbage_collector(
+    espeak_root: Path, espeak_tokenizer
+) -> None:
+    """Its threads went on planning the next epoch; dropping the last reference ends them at
+    once, with no reference cycle left for the collector."""
+    loader = loader_for(espeak_root / "version=0", espeak_tokenizer)
+    assert len(list(loader)) == 50
+    gc.disable()
+    try:
+        del loader
+        assert not _threads()
+    finally:
+        gc.enable()
 
 
 def test_close_twice_and_iterate_again(espeak_root: Path, espeak_tokenizer) -> None:

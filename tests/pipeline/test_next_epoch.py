@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import MILESTONE_TASK
+from helpers.loader_threads import loader_threads, threads_before
 
 from dali_asr.config import LoaderConfig, config_from_dict
 from dali_asr.loader import AsrLoader
@@ -30,10 +31,6 @@ def config(ahead: bool, **task: object) -> LoaderConfig:
             "dali_asr": {"prefetch_next_epoch": ahead},
         }
     )
-
-
-def loader_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if t.name.startswith("dali-asr")}
 
 
 def epoch_threads(before: set[threading.Thread]) -> set[threading.Thread]:
@@ -63,8 +60,7 @@ def test_epochs_planned_ahead_are_the_epochs_iter_starts(
     the second and third epochs run on the first epoch's threads."""
     epochs: dict[bool, list[list[list]]] = {}
     audio: dict[bool, torch.Tensor] = {}
-    gc.collect()  # earlier tests' dropped loaders stop
-    before = loader_threads()
+    before = threads_before()
     for ahead in (False, True):
         loader = AsrLoader(small_dataset, "train", config(ahead), espeak_tokenizer)
         epochs[ahead] = []
@@ -132,7 +128,7 @@ def test_state_between_epochs_means_the_next_epoch(
 def test_an_empty_plan_is_not_followed(small_dataset: Path, espeak_tokenizer: Path) -> None:
     """A split that plans no batch ends its threads instead of planning empty epochs
     without end."""
-    before = loader_threads()
+    before = threads_before()
     task = {"min_audio_len": 470_000, "max_audio_len": 480_000}  # no clip is this long
     loader = AsrLoader(small_dataset, "train", config(True, **task), espeak_tokenizer)
     epochs: list[list] = []
@@ -149,7 +145,7 @@ def test_an_empty_plan_is_not_followed(small_dataset: Path, espeak_tokenizer: Pa
 def test_dropping_the_loader_stops_the_threads_planning_ahead(
     small_dataset: Path, espeak_tokenizer: Path, mid_epoch: bool
 ) -> None:
-    before = loader_threads()
+    before = threads_before()
     loader = AsrLoader(small_dataset, "train", config(True), espeak_tokenizer)
     list(loader)
     it = iter(loader)
