@@ -18,6 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+IMPORTED_AT = time.perf_counter()
+"""When a child imported this module: after torch and NumPy (a training script's own), before
+the loader's modules (dali_asr and DALI, or fairseq2 and omnilingual-asr), whose import time
+``import_s`` reports beside the first batch (which counts from the loader's construction)."""
+
 SAMPLE_RATE = 16_000
 STATIC_BATCH_SIZE = 8
 SEED = 2
@@ -145,9 +150,10 @@ def child_main(doc: str | None, measure: Callable[[ChildSpec], dict[str, Any]]) 
     if spec is None:
         return
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    rss_import = current_rss_mb()
+    rss_import, import_s = current_rss_mb(), time.perf_counter() - IMPORTED_AT
     result = measure(spec)
     result["rss_after_import_mb"] = rss_import
+    result["import_s"] = import_s
     result["threads"] = spec.threads
     emit(result)
 

@@ -23,7 +23,14 @@ from typing import Any
 
 # Imports happen before any clock starts, as in a training script.
 import torch
-from bench_common import ChildSpec, PassMeter, current_rss_mb, emit, spec_from_argv
+from bench_common import (
+    IMPORTED_AT,
+    ChildSpec,
+    PassMeter,
+    current_rss_mb,
+    emit,
+    spec_from_argv,
+)
 from fairseq2.data.tokenizers.char import load_char_tokenizer
 from fairseq2.datasets import SyncMode
 from fairseq2.gang import create_fake_gangs
@@ -100,13 +107,14 @@ def main() -> None:
         return
     if spec.tokenizer is None:
         raise SystemExit("reference_child.py: the reference needs a SentencePiece tokenizer")
-    rss_import = current_rss_mb()
+    rss_import, import_s = current_rss_mb(), time.perf_counter() - IMPORTED_AT
     cache_root = tempfile.mkdtemp(prefix="bench-ref-cache-")
     try:
         result = run_reference(spec, cache_root)
     finally:
         shutil.rmtree(cache_root, ignore_errors=True)
     result["rss_after_import_mb"] = rss_import
+    result["import_s"] = import_s
     result["torch_threads"] = torch.get_num_threads()
     emit(result)
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Sequence
 
 import numpy as np
+from nvidia.dali import fn, pipeline_def, types
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ def check_decoded(audio_size: int, decoded_length: int, finite: bool) -> str | N
 def probe(blobs: Sequence[np.ndarray], num_threads: int = 1) -> list[str | None]:
     """Decode each blob alone in a CPU pipeline: DECODE_ERROR for those DALI rejects. Only run
     after a pipeline failed, so its cost (one small pipeline per failure) does not matter."""
-    from nvidia.dali import fn, pipeline_def, types
-
     holder: list[np.ndarray] = []
 
     @pipeline_def(batch_size=1, num_threads=num_threads, device_id=None, prefetch_queue_depth=1)

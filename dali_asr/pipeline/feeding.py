@@ -54,22 +54,15 @@ row group's worth of batches at a time: with room for three, DALI's threads wait
 next row group's read a fifth of the time. Each holds at most one batch's encoded audio."""
 
 _LIVE: weakref.WeakSet[Feeder] = weakref.WeakSet()
-_AT_EXIT: list[bool] = []
 
 
+@atexit.register
 def _stop_all() -> None:
+    """Stop live feeders at interpreter exit, before DALI's own exit hook checks that every
+    pipeline is gone: atexit runs hooks last-registered first, and DALI registered its hook
+    when ``graph`` imported it, above."""
     for feeder in list(_LIVE):
         feeder.stop()
-
-
-def _stop_at_exit() -> None:
-    """Stop live feeders at interpreter exit, before DALI's own exit hook checks that every
-    pipeline is gone (atexit runs hooks last-registered first, so register after DALI)."""
-    if not _AT_EXIT:
-        import nvidia.dali.pipeline  # noqa: F401 - registers DALI's hook first
-
-        atexit.register(_stop_all)
-        _AT_EXIT.append(True)
 
 
 class Failure:
@@ -303,9 +296,6 @@ class Feeder:
 
     def _feed(self) -> None:
         try:
-            # Importing DALI takes a third of a second: here, the planning thread is already
-            # planning the first batch meanwhile.
-            _stop_at_exit()
             pipe = self._build()
             while not self._stop.is_set():
                 try:

@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nvidia.dali import fn, pipeline_def, types
+from nvidia.dali import math as dmath
+
 from dali_asr.pipeline.cuda_env import preload_cufft
 from dali_asr.pipeline.fbank import (
     FFT_SIZE,
@@ -51,8 +54,6 @@ def build_pipeline(
     per file: the decoded audio (float32 [T]) or with ``fbank`` on the GPU its Kaldi power
     spectra (float32 [frames, 257]), on ``device``; and the decoded sample count (int64 [1],
     CPU)."""
-    from nvidia.dali import fn, pipeline_def, types
-
     if device == "gpu" and fbank:
         preload_cufft()
 
@@ -106,9 +107,6 @@ def kaldi_power(audio, device: str = "cpu"):
     Removing the frame's mean m before pre-emphasis equals p - 0.03 m on every sample but the
     first, which the Povey window zeroes. Under 400 samples (Kaldi: no frame) gives one
     zero-padded frame, so a batch never holds an empty utterance."""
-    from nvidia.dali import fn, types
-    from nvidia.dali import math as dmath
-
     scaled = audio * WAVEFORM_SCALE
     samples = fn.cast(scaled.shape()[0], dtype=types.INT32)
     frames = dmath.max((samples - FRAME_LENGTH) // FRAME_SHIFT + 1, 1)
@@ -147,8 +145,6 @@ def kaldi_power(audio, device: str = "cpu"):
 
 def _rows(x, count, width: int):
     """1-D ``x`` cut or zero-padded to ``count`` × ``width`` samples, as [count, width]."""
-    from nvidia.dali import fn
-
     flat = fn.slice(
         x,
         start=0,
@@ -162,13 +158,9 @@ def _rows(x, count, width: int):
 
 def _take(x, first, count, axis: int = 0):
     """``count`` entries of ``x`` along ``axis`` from ``first``."""
-    from nvidia.dali import fn
-
     return fn.slice(x, start=first, shape=count, axes=[axis])
 
 
 def _column(x, index: int, count):
     """Column ``index`` of 2-D ``x`` as a 1-D node of ``count`` entries."""
-    from nvidia.dali import fn
-
     return fn.reshape(_take(x, index, 1, axis=1), shape=fn.stack(count))
