@@ -109,6 +109,9 @@ def test_row_group_cache_in_the_training_stream(
     got = [(b.keys, b.source_seqs.sum().item()) for b in cached]
     want = [(b.keys, b.source_seqs.sum().item()) for b in plain]
     assert got == want and len(got) == 12
+    # stopped first: their threads went on planning the next epoch, writing copies meanwhile
+    cached.close()
+    plain.close()
     assert list((tmp_path / "c").iterdir()) == []  # mapped copies are unlinked at once
     before = set(Path(tempfile.gettempdir()).glob("dali-asr-cache-*"))
     temporary = AsrLoader(small_dataset, "train", train_config(True), espeak_tokenizer)
