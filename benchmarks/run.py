@@ -172,14 +172,18 @@ def size_epochs(warm: list[dict[str, Any]], min_pass_s: float) -> int:
     """Epochs per pass that make the fastest subject's pass last ``min_pass_s``, from the
     warm-up's one-epoch results (1 when none succeeded). An epoch counts without its first
     batch: start-up that later epochs skip (sized with it, a 10 s goal gave 7 s passes)."""
-    walls = [
-        r["wall_s"] - r.get("first_batch_s", 0.0)
-        for r in warm
-        if "error" not in r and r.get("wall_s", 0) > r.get("first_batch_s", 0.0)
-    ]
+    walls = [wall for r in warm if "error" not in r and (wall := _after_first_batch(r)) > 0]
     if not walls:
         return 1
     return max(1, math.ceil(min_pass_s * SIZING_MARGIN / min(walls)))
+
+
+def _after_first_batch(result: dict[str, Any]) -> float:
+    """A pass's iteration time after its first batch. ``wall_s`` counts from the end of the
+    construction, ``first_batch_s`` from its start: the construction is taken out of the
+    latter (the reference's takes most of a second)."""
+    first = (result.get("first_batch_s") or 0.0) - (result.get("construct_s") or 0.0)
+    return result.get("wall_s", 0.0) - max(0.0, first)
 
 
 def epochs_used(raw: list[dict[str, Any]]) -> dict[str, int]:

@@ -93,6 +93,14 @@ def test_passes_are_sized_from_the_fastest_warm_up() -> None:
     # the first batch's start-up is not part of the epochs after it: 0.8 s - 0.3 s
     warm = [{"wall_s": 0.8, "first_batch_s": 0.3}, {"wall_s": 1.0, "first_batch_s": 0.1}]
     assert run.size_epochs(warm, 10.0) == 24
+    # the first batch counts from the construction's start, the wall from its end: the
+    # reference's 1.84 s warm-up epoch, 0.69 s of construction, first batch at 1.82 s, is
+    # 0.7 s after its first batch, not 0.02 s (which sized passes of 2,210 epochs)
+    warm = [
+        {"wall_s": 1.84, "first_batch_s": 1.82, "construct_s": 0.69},
+        {"wall_s": 1.07, "first_batch_s": 0.48, "construct_s": 0.01},
+    ]
+    assert run.size_epochs(warm, 10.0) == 20  # 12 s / min(1.84 - 1.13, 1.07 - 0.47) s
     assert run.size_epochs([{"error": "exit 1"}], 10.0) == 1
 
 
