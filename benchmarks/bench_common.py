@@ -191,6 +191,9 @@ class PassMeter:
     real: int = 0
     padded: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    marks: list[tuple[float, int]] = field(default_factory=list)
+    """(seconds since ``built``, audio samples so far) at each batch: the pass's second half
+    shows its steady rate, without the start-up that run.py's sizing must not count."""
 
     def start(self) -> None:
         self.c_start, self.t_start = cpu_seconds(), time.perf_counter()
@@ -215,11 +218,16 @@ class PassMeter:
         self.real += real
         self.padded += size * width
         self.audio_samples += audio_samples
+        self.marks.append((time.perf_counter() - self.t_iter, self.audio_samples))
 
     def result(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.t_iter
         cpu = cpu_seconds() - self.c_iter
+        marks = self.marks or [(0.0, 0)]
+        (t_mid, a_mid), (t_end, a_end) = marks[len(marks) // 2], marks[-1]
         return {
+            "late_wall_s": t_end - t_mid,
+            "late_audio_s": (a_end - a_mid) / SAMPLE_RATE,
             "wall_s": wall,
             "cpu_s": cpu,
             "total_cpu_s": cpu_seconds() - self.c_start,

@@ -346,7 +346,7 @@ def describe_epochs(epochs: int | dict[str, int]) -> str:
     counts = sorted(set(epochs.values())) or [0]
     each = ", ".join(f"{config} {n}" for config, n in epochs.items())
     span = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return f"{span} epochs (sized by the 1-epoch warm-up: {each})"
+    return f"{span} epochs (sized by the warm-up: {each})"
 
 
 def entry(title: str, command: str, info: dict[str, Any], body: str) -> str:

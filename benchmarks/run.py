@@ -11,7 +11,7 @@ A B C D A B C D after a warm-up round: the reference (``--compare reference``: o
 0.2.0 from $REFERENCE_VENV, built by benchmarks/setup_reference.sh), then per ``--threads``
 count dali-asr end to end, DALI decode only on dali-asr's batches (the ``ceiling``), and
 pyarrow read + DALI decode of the split (``read+decode``: cores / CPU per audio-s, the least
-any loader of this layout must do). Without ``--epochs`` the warm-up round runs one epoch and
+any loader of this layout must do). Without ``--epochs`` the warm-up round runs two epochs and
 sizes each configuration's passes so that its fastest subject's lasts ``--min-pass-s``
 (default 10 s; on espeak-mini's train split roughly 20-30 epochs). Prints the table (min / median
 / max over the passes), the read + decode ceiling's parts and issue 14's targets
@@ -56,6 +56,8 @@ SCRIPTS = {
 SUBJECTS = ("reference", *NAMES)
 # epochs run at different speeds (the files' codecs differ); aim past the minimum
 SIZING_MARGIN = 1.2
+WARM_EPOCHS = 2
+"""Epochs of a sizing warm-up round: its second half is past the loaders' start-up."""
 
 
 def reference_python() -> Path:
@@ -168,22 +170,27 @@ def run_child(subject: Subject, spec: ChildSpec, timeout: float) -> dict[str, An
         return {"error": f"{e}: {done.stderr.strip()[-600:]}"}
 
 
-def size_epochs(warm: list[dict[str, Any]], min_pass_s: float) -> int:
+def size_epochs(warm: list[dict[str, Any]], min_pass_s: float, warm_epochs: int = 1) -> int:
     """Epochs per pass that make the fastest subject's pass last ``min_pass_s``, from the
-    warm-up's one-epoch results (1 when none succeeded). An epoch counts without its first
-    batch: start-up that later epochs skip (sized with it, a 10 s goal gave 7 s passes)."""
-    walls = [wall for r in warm if "error" not in r and (wall := _after_first_batch(r)) > 0]
-    if not walls:
+    warm-up's results of ``warm_epochs`` epochs each (1 when none succeeded)."""
+    epoch_s = [s for r in warm if "error" not in r and (s := _epoch_s(r, warm_epochs)) > 0]
+    if not epoch_s:
         return 1
-    return max(1, math.ceil(min_pass_s * SIZING_MARGIN / min(walls)))
+    return max(1, math.ceil(min_pass_s * SIZING_MARGIN / min(epoch_s)))
 
 
-def _after_first_batch(result: dict[str, Any]) -> float:
-    """A pass's iteration time after its first batch. ``wall_s`` counts from the end of the
-    construction, ``first_batch_s`` from its start: the construction is taken out of the
-    latter (the reference's takes most of a second)."""
+def _epoch_s(result: dict[str, Any], epochs: int) -> float:
+    """One epoch's wall time once started up: from the warm-up's second half of batches where
+    the child reports it (a loader's first epoch runs slower than its later ones: its pools
+    and buffers grow, so a 10 s goal sized from it gave 8 s passes), else from its iteration
+    time after the first batch. ``wall_s`` counts from the end of the construction,
+    ``first_batch_s`` from its start: the construction is taken out of the latter (the
+    reference's takes most of a second)."""
+    late_wall, late_audio = result.get("late_wall_s", 0.0), result.get("late_audio_s", 0.0)
+    if late_wall > 0 and late_audio > 0:
+        return late_wall * result["audio_s"] / late_audio / epochs
     first = (result.get("first_batch_s") or 0.0) - (result.get("construct_s") or 0.0)
-    return result.get("wall_s", 0.0) - max(0.0, first)
+    return (result.get("wall_s", 0.0) - max(0.0, first)) / epochs
 
 
 def epochs_used(raw: list[dict[str, Any]]) -> dict[str, int]:
@@ -207,7 +214,8 @@ def run_benchmark(
 ) -> tuple[list[bench_report.Row], list[dict[str, Any]]]:
     """Every configuration in turn; within one, ``warmup`` untimed rounds then ``passes``
     rounds, each round one child per subject in the same order (A B C A B C). ``epochs`` None:
-    the warm-up rounds run one epoch and the last one sizes the passes (size_epochs)."""
+    the warm-up rounds run ``WARM_EPOCHS`` epochs and the last one sizes the passes
+    (size_epochs)."""
     if epochs is None and warmup < 1:
         raise SystemExit("without --epochs the passes are sized by a warm-up round: --warmup 1")
     overrides = overrides or {}
@@ -221,13 +229,13 @@ def run_benchmark(
     bar = tqdm(total=total, desc="benchmark", unit="run", file=sys.stderr, dynamic_ncols=True)
     for config in configs:
         single = single_pass_batches(ds, split, config, overrides) if config.mode == "train" else 0
-        n = epochs or 1
+        n = epochs or WARM_EPOCHS
         for k in range(warmup + passes):
             if k == warmup and epochs is None:
                 warm = [
                     r["result"] for r in raw if r["config"] == config.name and r["round"] == k - 1
                 ]
-                n = size_epochs(warm, min_pass_s)
+                n = size_epochs(warm, min_pass_s, WARM_EPOCHS)
                 tqdm.write(f"{config.name}: {n} epoch(s) per pass", file=sys.stderr)
             cap = max_batches
             if config.mode == "train":  # it never ends: the single pass's batches × epochs
@@ -346,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--epochs",
         type=int,
-        help="epochs per pass (default: sized by a 1-epoch warm-up round to --min-pass-s)",
+        help="epochs per pass (default: sized by a 2-epoch warm-up round to --min-pass-s)",
     )
     p.add_argument(
         "--min-pass-s",

@@ -17,7 +17,7 @@ sys.path.append(str(BENCH))  # the benchmark modules are scripts, not a package
 import bench_report  # noqa: E402
 import bench_targets  # noqa: E402
 import run  # noqa: E402
-from bench_common import ALL_CONFIGS, BenchConfig, ChildSpec  # noqa: E402
+from bench_common import ALL_CONFIGS, BenchConfig, ChildSpec, PassMeter  # noqa: E402
 
 POSITIVE = ("audio_per_s", "batches_per_s", "cpu_ms_per_audio_s", "first_batch_s", "peak_rss_mb")
 
@@ -90,6 +90,7 @@ def test_results_entries_are_newest_first(tmp_path: Path) -> None:
 def test_passes_are_sized_from_the_fastest_warm_up() -> None:
     warm = [{"wall_s": 0.5}, {"wall_s": 2.0}, {"error": "exit 1"}]
     assert run.size_epochs(warm, 10.0) == 24  # 10 s × the margin 1.2 / 0.5 s
+    assert run.size_epochs(warm, 10.0, warm_epochs=2) == 48  # 0.25 s an epoch
     # the first batch's start-up is not part of the epochs after it: 0.8 s - 0.3 s
     warm = [{"wall_s": 0.8, "first_batch_s": 0.3}, {"wall_s": 1.0, "first_batch_s": 0.1}]
     assert run.size_epochs(warm, 10.0) == 24
@@ -102,6 +103,22 @@ def test_passes_are_sized_from_the_fastest_warm_up() -> None:
     ]
     assert run.size_epochs(warm, 10.0) == 20  # 12 s / min(1.84 - 1.13, 1.07 - 0.47) s
     assert run.size_epochs([{"error": "exit 1"}], 10.0) == 1
+
+
+def test_passes_are_sized_from_the_warm_ups_steady_second_half() -> None:
+    # two epochs of 200 audio-s in 1.1 s, the first slow (0.65 s): the second half of the
+    # batches, 200 audio-s in 0.45 s, sizes 0.45 s an epoch, not 0.55 (8 s passes for 10)
+    warm = [{"wall_s": 1.1, "audio_s": 400.0, "late_wall_s": 0.45, "late_audio_s": 200.0}]
+    assert run.size_epochs(warm, 10.0, warm_epochs=2) == 27  # 12 s / 0.45 s
+    # a real pass's second half, through PassMeter
+    meter = PassMeter()
+    meter.start()
+    meter.built()
+    for _ in range(4):
+        meter.batch(1, 16_000, 16_000, 16_000)
+    result = meter.result()
+    assert result["late_audio_s"] == 1.0  # the middle batch's delivery to the last's: 1 audio-s
+    assert 0 < result["late_wall_s"] <= result["wall_s"]
 
 
 def _pass(rnd: int, audio_per_s: float, cpu_ms: float, wall: float = 12.0) -> dict:
