@@ -197,15 +197,16 @@ class DaliAsrSettings:
     epochs): the next ``iter()`` starts without a stall. The next epoch's skipped examples are
     counted when the loop starts it. False: an epoch's threads and DALI pipeline end with it,
     so that a loader used now and then (validation) holds nothing in between."""
-    decode_batch: int = 32
+    decode_batch: int = 128
     """Files per DALI iteration: consecutive planned batches are decoded together up to this
-    many files (when they are ready), so a batch of two long files does not idle the threads."""
+    many files (when they are ready), so a batch of two long files does not idle the threads,
+    and each iteration's serial part and hand-offs weigh less."""
     decode_samples: int | None = None
     """Samples of audio per DALI iteration: consecutive planned batches are grouped only while
     their audio fits this too (a group's first batch always goes whole). It bounds the memory
     DALI holds for the iterations in flight; counted in files alone, rare groups of many long
     files kept the process's memory growing for a quarter of an hour (benchmarks/RESULTS.md,
-    soak). None = two of the largest planned batch: 2 × ``max_num_elements`` (``batch_size *
+    soak). None = eight of the largest planned batch: 8 × ``max_num_elements`` (``batch_size *
     max_audio_len`` with STATIC batching)."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
@@ -295,7 +296,7 @@ class LoaderConfig:
         _require(
             d.decode_samples is None or d.decode_samples >= 1,
             "dali_asr.decode_samples",
-            "None (twice the largest planned batch) or >= 1",
+            "None (eight of the largest planned batch) or >= 1",
         )
         _require(
             d.speed_perturb is None

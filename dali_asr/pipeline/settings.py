@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 from dali_asr.config import AsrTaskConfig, BatchingStrategy
 
-BATCHES_PER_ITERATION = 2
-"""Full planned batches one DALI iteration may decode by default. With one, LENGTH's full
-batches went one per iteration, and each iteration's serial part (the executor reads every
-file's header before its threads decode) and its uneven end left the cores idle; two gave the
-single pass 8-10% more audio per second (benchmarks/RESULTS.md, 2026-12-05)."""
+BATCHES_PER_ITERATION = 8
+"""Full planned batches one DALI iteration may decode by default. Each iteration has a serial
+part (DALI's audio decoder opens every file, parsing its headers, on one thread before its
+threads decode) and an uneven end (the last, longest file on one thread), and every iteration
+is a round of hand-offs between the feeding thread and DALI's; on 2 cores these left ~7% of
+the CPU idle with two batches an iteration. Eight gave the single pass 9-11% more audio per
+second than two at 3% less CPU per audio-second, for ~120 MB more peak memory
+(benchmarks/RESULTS.md, 2026-12-05); on a 16-core GPU node, four already gave 1.8x."""
 
 
 def decode_samples(task: AsrTaskConfig, setting: int | None) -> int:
@@ -33,7 +36,7 @@ class PipelineSettings:
     device_id: int | None
     prefetch_queue_depth: int
     on_bad_audio: str
-    decode_batch: int = 32
+    decode_batch: int = 128
     decode_samples: int | None = None
     fill_empty: bool = False
     """A planned batch that loses every example to bad audio is delivered as a filler (see

@@ -27,15 +27,15 @@ def test_setting_default_and_validation() -> None:
         config_from_dict({"dali_asr": {"decode_samples": 0}}).validate()
 
 
-def test_default_budget_is_two_of_the_largest_planned_batch() -> None:
+def test_default_budget_is_eight_of_the_largest_planned_batch() -> None:
     task = config_from_dict(
         {"asr_task_config": {"max_audio_len": 480_000, "max_num_elements": 960_000}}
     ).asr_task_config
-    assert decode_samples(task, None) == 2 * 960_000
+    assert decode_samples(task, None) == 8 * 960_000
     assert decode_samples(task, 123) == 123
     task.batching_strategy = BatchingStrategy.STATIC
     task.batch_size = 4
-    assert decode_samples(task, None) == 2 * 4 * 480_000
+    assert decode_samples(task, None) == 8 * 4 * 480_000
 
 
 @dataclass
