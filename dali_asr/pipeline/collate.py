@@ -98,16 +98,18 @@ def collate_audio(
     width = padded_width(lengths.tolist(), pad_to_multiple)
     tail = samples[0].shape[1:] if samples else ()
     out = np.zeros((len(samples), width, *tail), dtype=np.float32)
+    # filled row by row: a broadcast compare with an int64 arange cost more than the copy
+    mask = np.ones((len(samples), width), dtype=bool)
     if norm is not None:
         stats = segment_stats(samples) if stats is None else stats
         mean, scale = mean_and_scale(stats, lengths, norm)
     for b, (s, n) in enumerate(zip(samples, lengths, strict=True)):
+        mask[b, :n] = False
         if norm is None:
             out[b, :n] = s
         else:
             m, k = (mean[b], scale[b]) if tail else (mean[b, 0], scale[b, 0])
             out[b, :n] = (s - m) * k
-    mask = np.arange(width)[None, :] >= lengths[:, None]
     if dtype == "bfloat16":
         return to_bfloat16_bits(out), mask
     if dtype == "float16":
