@@ -66,7 +66,8 @@ class _Table:
 
 def _first_batch_note(ours: Row, ref: Row | None) -> str:
     """The imports before the clock (the loader's modules), and the reference's figures."""
-    parts = [f"imports {ours.median('import_s'):.2f} s"] if ours.median("import_s") else []
+    ours_import = ours.median("import_s")
+    parts = [f"imports {ours_import:.2f} s"] if ours_import else []
     ref_first, ref_import = _med(ref, "first_batch_s"), _med(ref, "import_s")
     if ref_first is not None:
         parts.append(f"reference {ref_first:.2f} s")

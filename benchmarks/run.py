@@ -6,11 +6,12 @@
 
 On one dataset (default ../shared/data/espeak-mini when present, else the demo data), for each
 configuration (batching length|static × features waveform|fbank × mode single|train, the rows
-of ../shared/reference/baseline.md), runs each subject in its own process, alternating
-A B C D A B C D after a warm-up round: the reference (``--compare reference``: omnilingual-asr
-0.2.0 from $REFERENCE_VENV, built by benchmarks/setup_reference.sh), then per ``--threads``
-count dali-asr end to end, DALI decode only on dali-asr's batches (the ``ceiling``), and
-pyarrow read + DALI decode of the split (``read+decode``: cores / CPU per audio-s, the least
+of ../shared/reference/baseline.md), runs each subject in its own process, alternating in an
+order rotated by one subject a round (A B C D, B C D A, ...) after a warm-up round: the
+reference (``--compare reference``: omnilingual-asr 0.2.0 from $REFERENCE_VENV, built by
+benchmarks/setup_reference.sh), then per ``--threads`` count dali-asr end to end, DALI decode
+only on dali-asr's batches (the ``ceiling``), and pyarrow read + DALI decode of the split
+(``read+decode``: cores / CPU per audio-s, the least
 any loader of this layout must do). Without ``--epochs`` the warm-up round runs two epochs and
 sizes each configuration's passes so that its fastest subject's lasts ``--min-pass-s``
 (default 10 s; on espeak-mini's train split roughly 20-30 epochs). Prints the table (min / median
@@ -170,6 +171,14 @@ def run_child(subject: Subject, spec: ChildSpec, timeout: float) -> dict[str, An
         return {"error": f"{e}: {done.stderr.strip()[-600:]}"}
 
 
+def round_order(subjects: list[Subject], k: int) -> list[Subject]:
+    """Round ``k``'s order: each round starts one subject later (A B C, B C A, C A B), so no
+    subject always follows the same one, whose after-effects (a 1.2-1.6 GB process just
+    ended) and the machine's drift within a round then fall on every subject alike."""
+    first = k % len(subjects)
+    return subjects[first:] + subjects[:first]
+
+
 def size_epochs(warm: list[dict[str, Any]], min_pass_s: float, warm_epochs: int = 1) -> int:
     """Epochs per pass that make the fastest subject's pass last ``min_pass_s``, from the
     warm-up's results of ``warm_epochs`` epochs each (1 when none succeeded)."""
@@ -213,7 +222,8 @@ def run_benchmark(
     min_pass_s: float = bench_targets.MIN_PASS_S,
 ) -> tuple[list[bench_report.Row], list[dict[str, Any]]]:
     """Every configuration in turn; within one, ``warmup`` untimed rounds then ``passes``
-    rounds, each round one child per subject in the same order (A B C A B C). ``epochs`` None:
+    rounds, each round one child per subject, the order rotated by a subject a round
+    (A B C, B C A, C A B). ``epochs`` None:
     the warm-up rounds run ``WARM_EPOCHS`` epochs and the last one sizes the passes
     (size_epochs)."""
     if epochs is None and warmup < 1:
@@ -240,7 +250,7 @@ def run_benchmark(
             cap = max_batches
             if config.mode == "train":  # it never ends: the single pass's batches × epochs
                 cap = min(single * n, max_batches) if max_batches else single * n
-            for subject in subjects:
+            for subject in round_order(subjects, k):
                 bar.set_postfix_str(
                     f"{config.name} {subject.name} {subject.threads or ''} "
                     f"{'warm-up' if k < warmup else f'pass {k - warmup + 1}'}"

@@ -78,6 +78,17 @@ def test_configs_and_child_spec_round_trip() -> None:
         BenchConfig.parse("length/mfcc/single")
 
 
+def test_each_round_starts_one_subject_later() -> None:
+    subjects = run.make_subjects([], [2], None)
+    names = [[s.name for s in run.round_order(subjects, k)] for k in range(4)]
+    assert names == [
+        ["dali-asr", "ceiling", "read+decode"],
+        ["ceiling", "read+decode", "dali-asr"],
+        ["read+decode", "dali-asr", "ceiling"],
+        ["dali-asr", "ceiling", "read+decode"],
+    ]
+
+
 def test_results_entries_are_newest_first(tmp_path: Path) -> None:
     path = tmp_path / "RESULTS.md"
     bench_report.add_entry(path, "## old\n\nfirst")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from collections.abc import Callable
 
 
 def loader_threads() -> set[threading.Thread]:
@@ -21,11 +22,17 @@ def threads_before() -> set[threading.Thread]:
     return set(threading.enumerate())
 
 
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Whether ``condition()`` came true within ``timeout`` seconds (polled)."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def still_running(before: set[threading.Thread], wait: float = 5.0) -> set[threading.Thread]:
     """Loader threads started since ``before`` still alive after up to ``wait`` seconds."""
-    deadline = time.monotonic() + wait
-    while True:
-        alive = loader_threads() - before
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
+    wait_for(lambda: not (loader_threads() - before), wait)
+    return loader_threads() - before

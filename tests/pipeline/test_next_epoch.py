@@ -8,13 +8,12 @@ from __future__ import annotations
 import functools
 import gc
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import MILESTONE_TASK
-from helpers.loader_threads import loader_threads, threads_before
+from helpers.loader_threads import loader_threads, still_running, threads_before, wait_for
 
 from dali_asr.config import LoaderConfig, config_from_dict
 from dali_asr.loader import AsrLoader
@@ -36,15 +35,6 @@ def config(ahead: bool, **task: object) -> LoaderConfig:
 def epoch_threads(before: set[threading.Thread]) -> set[threading.Thread]:
     """Planning and feeding threads not in ``before`` (each plan has its own readers)."""
     return {t for t in loader_threads() - before if t.name in ("dali-asr-plan", "dali-asr-feed")}
-
-
-def wait_for(condition, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def planned_ahead(loader: AsrLoader) -> bool:
@@ -137,7 +127,7 @@ def test_an_empty_plan_is_not_followed(small_dataset: Path, espeak_tokenizer: Pa
     worker.start()
     worker.join(timeout=60)
     assert not worker.is_alive() and epochs == [[], []]
-    assert wait_for(lambda: not (loader_threads() - before))
+    assert not still_running(before, 20.0)
     loader.close()
 
 
@@ -154,4 +144,4 @@ def test_dropping_the_loader_stops_the_threads_planning_ahead(
     assert wait_for(functools.partial(planned_ahead, loader))
     del loader, it
     gc.collect()
-    assert wait_for(lambda: not (loader_threads() - before))
+    assert not still_running(before, 20.0)
