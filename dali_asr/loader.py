@@ -9,6 +9,7 @@ import logging
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.fs as pafs
 
@@ -252,7 +253,7 @@ class AsrLoader:
             point,
             carry,
             dataset_fingerprint(self.files.files, self.files.row_groups()),
-            plan_config(self.config, self.split, self.rank, self.world_size),
+            self._plan_config(),
             dict(self.report.counts),
             self.known_bad.state_dict(),
         )
@@ -283,13 +284,18 @@ class AsrLoader:
         planner, consumed = self._planning
         return self._state(Resume(consumed, planner.state_dict(), 0), False, self._carry)
 
+    def _plan_config(self) -> dict[str, Any]:
+        return plan_config(
+            self.config, self.split, self.rank, self.world_size, self.tokenizer.fingerprint()
+        )
+
     def resume_target(self) -> Target:
         """This loader as elastic resume sees it (``dali_asr.resume.elastic``)."""
         return Target(
             self.endless,
             self.rank,
             self.world_size,
-            plan_config(self.config, self.split, self.rank, self.world_size),
+            self._plan_config(),
             self.config.dali_asr.reference_train_stream,
             self.planner,
         )
@@ -301,7 +307,7 @@ class AsrLoader:
         see ``dali_asr.resume.elastic``); a single pass's state is global, any rank's will do."""
         states = [state] if isinstance(state, dict) else list(state)
         dataset = dataset_fingerprint(self.files.files, self.files.row_groups())
-        config = plan_config(self.config, self.split, self.rank, self.world_size)
+        config = self._plan_config()
         for saved in states:
             check_compatible(saved, dataset, config)
         state = own_state(states, self.resume_target())

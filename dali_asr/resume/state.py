@@ -103,9 +103,13 @@ def resume_point(state: LoaderState) -> Resume | None:
 _PLAN_SETTINGS = ("sort_window", "reference_train_stream")
 
 
-def plan_config(config: LoaderConfig, split: str, rank: int, world_size: int) -> dict[str, Any]:
-    """Every setting that shapes the plan, flattened to dotted keys (for diffs)."""
+def plan_config(
+    config: LoaderConfig, split: str, rank: int, world_size: int, tokenizer: str
+) -> dict[str, Any]:
+    """Every setting that shapes the plan, flattened to dotted keys (for diffs), and the
+    tokenizer's ``fingerprint()``."""
     flat: dict[str, Any] = {"split": split, "rank": rank, "world_size": world_size}
+    flat["tokenizer"] = tokenizer
     _flatten("asr_task_config", dataclasses.asdict(config.asr_task_config), flat)
     storage = dataclasses.asdict(config.mixture_parquet_storage_config)
     storage.pop("fragment_loading", None)  # read-ahead and caching: same plan either way
@@ -165,6 +169,8 @@ def check_compatible(saved: Any, dataset: DatasetFingerprint, config: dict[str, 
     # settings first: another split or partition filter also changes the files, and the
     # setting says why
     keys = (set(saved["config"]) | set(config)) - {"rank", "world_size"}
+    if "tokenizer" not in saved["config"]:
+        keys.discard("tokenizer")  # saved before dali-asr recorded it: nothing to compare
     changed = sorted(k for k in keys if saved["config"].get(k) != config.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved['config'].get(k)!r} -> {config.get(k)!r}" for k in changed)

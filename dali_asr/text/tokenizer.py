@@ -6,6 +6,7 @@ piece ids with no BOS/EOS (no control symbols are added by the encoder).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -59,6 +60,13 @@ class Tokenizer(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One-line human-readable summary (kind, source, vocabulary size, special ids)."""
+
+    def fingerprint(self) -> str:
+        """What a saved position records of the tokenizer: another one counts other tokens,
+        so the text filters keep other examples and the plan changes. By default the
+        description; the built-in tokenizers hash their vocabulary instead, wherever it is
+        loaded from."""
+        return self.describe()
 
 
 class SentencePieceTokenizer(Tokenizer):
@@ -130,6 +138,10 @@ class SentencePieceTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return self._vocab_size
+
+    def fingerprint(self) -> str:
+        model = hashlib.sha256(self._sp.serialized_model_proto()).hexdigest()[:16]
+        return f"SentencePiece model sha256 {model}"
 
     def describe(self) -> str:
         return (
@@ -244,6 +256,10 @@ class CharTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return _FIRST_CHAR_ID + int(self._cps.size)
+
+    def fingerprint(self) -> str:
+        code_points = hashlib.sha256(self._cps.tobytes()).hexdigest()[:16]
+        return f"CharTokenizer code points sha256 {code_points}"
 
     def describe(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size}, pad=1, unk=3, bos=0, eos=2)"

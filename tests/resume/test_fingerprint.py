@@ -19,6 +19,7 @@ from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
 from dali_asr.resume.state import LoaderState, plan_config
 from dali_asr.storage.examples import example_key
+from dali_asr.text import CharTokenizer
 
 BASE: dict[str, Any] = {
     "asr_task_config": dict(MILESTONE_TASK),
@@ -85,7 +86,13 @@ CHANGES: dict[str, Any] = {
     "dali_asr.reference_train_stream": True,
 }
 
-PLAN_KEYS = sorted(set(plan_config(config_from_dict(BASE), "train", 0, 1)) - {"rank", "world_size"})
+
+def base_keys() -> set[str]:
+    return set(plan_config(config_from_dict(BASE), "train", 0, 1, "any tokenizer"))
+
+
+# the tokenizer is no setting: its own tests below
+PLAN_KEYS = sorted(base_keys() - {"rank", "world_size", "tokenizer"})
 
 # Settings that change how batches are computed or fed, not which: a state loads across them.
 FREE: dict[str, Any] = {
@@ -130,7 +137,7 @@ def state(small_dataset: Path, espeak_tokenizer: Path) -> LoaderState:
 
 def test_the_table_covers_every_plan_shaping_key() -> None:
     assert sorted(CHANGES) == PLAN_KEYS
-    assert not set(FREE) & set(plan_config(config_from_dict(BASE), "train", 0, 1))
+    assert not set(FREE) & base_keys()
 
 
 @pytest.mark.parametrize("key", PLAN_KEYS)
@@ -143,7 +150,9 @@ def test_a_changed_plan_setting_is_refused_by_name(
         doc = with_setting(key, CHANGES[key], small_dataset)
         loader = AsrLoader(small_dataset, "train", config_from_dict(doc), espeak_tokenizer)
     saved = state["config"][key]
-    now = plan_config(loader.config, loader.split, loader.rank, loader.world_size)[key]
+    now = plan_config(
+        loader.config, loader.split, loader.rank, loader.world_size, loader.tokenizer.fingerprint()
+    )[key]
     assert now != saved
     with pytest.raises(ConfigError, match=re.escape(f"{key}: {saved!r} -> {now!r}")):
         loader.load_state_dict(state)
@@ -167,6 +176,40 @@ def test_a_setting_that_does_not_shape_the_plan_is_accepted(
     loader.load_state_dict(state)
     assert planned_keys(loader) == expected and expected
     loader.close()
+
+
+def test_another_tokenizer_is_refused_by_name(
+    small_dataset: Path, espeak_tokenizer: Path, state: LoaderState
+) -> None:
+    """Another vocabulary counts other tokens, so the text filters keep other examples: the
+    state names both tokenizers."""
+    other = CharTokenizer.from_dataset(small_dataset)
+    loader = AsrLoader(small_dataset, "train", config_from_dict(BASE), other)
+    with pytest.raises(
+        ConfigError,
+        match=r"tokenizer: 'SentencePiece model sha256 \w+' -> "
+        r"'CharTokenizer code points sha256 \w+'",
+    ):
+        loader.load_state_dict(state)
+    loader.close()
+
+
+def test_the_same_tokenizer_from_another_path_is_accepted(
+    small_dataset: Path, espeak_tokenizer: Path, state: LoaderState, tmp_path: Path
+) -> None:
+    """The model's contents identify it, not where it was loaded from (a job moved to another
+    node resumes); a state saved before dali-asr recorded the tokenizer loads too."""
+    copy = tmp_path / "moved.model"
+    copy.write_bytes(espeak_tokenizer.read_bytes())
+    base = AsrLoader(small_dataset, "train", config_from_dict(BASE), espeak_tokenizer)
+    expected = planned_keys(base)[3:]
+    older = json.loads(json.dumps(state))
+    del older["config"]["tokenizer"]
+    for saved in (state, older):
+        loader = AsrLoader(small_dataset, "train", config_from_dict(BASE), copy)
+        loader.load_state_dict(saved)
+        assert planned_keys(loader) == expected and expected
+        loader.close()
 
 
 def test_reference_train_stream_cannot_change_world_size(
