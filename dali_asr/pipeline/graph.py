@@ -105,8 +105,8 @@ def kaldi_power(audio, device: str = "cpu"):
     DALI has no framing operator, so the frames are cut from rows: with p the pre-emphasised
     signal, frame i is rows i and i + 1 of p in rows of 160 and the first half of row i + 2.
     Removing the frame's mean m before pre-emphasis equals p - 0.03 m on every sample but the
-    first, which the Povey window zeroes. Under 400 samples (Kaldi: no frame) gives one
-    zero-padded frame, so a batch never holds an empty utterance."""
+    first, which the Povey window zeroes. Under 400 samples (Kaldi: no frame) gives one frame
+    of the audio zero-padded to 400 samples, so a batch never holds an empty utterance."""
     scaled = audio * WAVEFORM_SCALE
     samples = fn.cast(scaled.shape()[0], dtype=types.INT32)
     frames = dmath.max((samples - FRAME_LENGTH) // FRAME_SHIFT + 1, 1)
@@ -118,7 +118,17 @@ def kaldi_power(audio, device: str = "cpu"):
     shift_sums = first + second
     frame_sums = _take(shift_sums, 0, frames) + _take(shift_sums, 1, frames)
     mean = (frame_sums + _take(first, 2, frames)) * (1.0 / FRAME_LENGTH)
-    emphasised = fn.preemphasis_filter(scaled, preemph_coeff=PREEMPHASIS, border="zero")
+    # under a frame, Kaldi pads first and pre-emphasises after (the first padded sample gets
+    # -0.97 x the last real one): pad to a frame before the filter
+    padded = fn.slice(
+        scaled,
+        start=0,
+        shape=dmath.max(samples, FRAME_LENGTH),
+        axes=[0],
+        out_of_bounds_policy="pad",
+        fill_values=0.0,
+    )
+    emphasised = fn.preemphasis_filter(padded, preemph_coeff=PREEMPHASIS, border="zero")
     shifts = _rows(emphasised, frames + 2, FRAME_SHIFT)
     framed = fn.cat(
         _take(shifts, 0, frames),

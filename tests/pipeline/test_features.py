@@ -214,13 +214,6 @@ def test_kaldi_fbank_equals_kaldi_native_fbank(clips: dict[str, np.ndarray]) -> 
         assert error < 5e-3, f"{name}: {error:.2e}"  # nats, as for the 48 utterances above
 
 
-def _gpu_recipe_clips(clips: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The clips ``kaldi_power`` frames as Kaldi does: from 399 samples on. Below, DALI's
-    pre-emphasis ends with the audio, so the zero-padded frame lacks -0.97 × the last sample
-    at the first padded one (the window is zero only at 399)."""
-    return [audio for audio in clips.values() if len(audio) >= 399]
-
-
 def test_kaldi_fbank_leaves_the_callers_torch_threads(clips: dict[str, np.ndarray]) -> None:
     """It runs its torch ops on one thread (beside DALI's) and restores the caller's count."""
     before = torch.get_num_threads()
@@ -232,7 +225,7 @@ def test_kaldi_fbank_equals_the_gpu_recipe_on_the_cpu(clips: dict[str, np.ndarra
     """The GPU computes the fbank with ``kaldi_power`` and ``log_mel`` (its NumPy reference
     here, DALI on the CPU): the GPU tiers compare it with ``kaldi_fbank``, by the criterion
     of ``fbank_agreement``."""
-    audio = _gpu_recipe_clips(clips)
+    audio = list(clips.values())
     cpu = kaldi_fbank(audio)
     gpu_recipe = [log_mel(power) for power in _gpu_recipe_power(audio)]
     errors, resolved = [], []
@@ -246,9 +239,9 @@ def test_kaldi_fbank_equals_the_gpu_recipe_on_the_cpu(clips: dict[str, np.ndarra
 
 def test_gpu_recipe_power_spectra_are_kaldis_frames(clips: dict[str, np.ndarray]) -> None:
     """The DALI framing of ``kaldi_power`` against Kaldi's ProcessWindow written out frame by
-    frame in float64, on real audio and on cuts around the frame boundaries (399 samples
-    zero-padded)."""
-    audio = _gpu_recipe_clips(clips)
+    frame in float64, on real audio and on cuts around the frame boundaries (1 and 399 samples
+    zero-padded to a frame, pre-emphasised after the padding as Kaldi does)."""
+    audio = list(clips.values())
     for clip, p in zip(audio, _gpu_recipe_power(audio), strict=True):
         ref = _kaldi_power(clip)
         assert p.shape == ref.shape
