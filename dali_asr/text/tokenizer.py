@@ -97,6 +97,7 @@ class SentencePieceTokenizer(Tokenizer):
         self._bos = bos if bos >= 0 else None
         self._eos = eos if eos >= 0 else None
         self._numpy_out = self._supports_numpy_output()
+        self._fingerprint: str | None = None
 
     def _supports_numpy_output(self) -> bool:
         # sentencepiece >= 0.2.1 can return int32 buffers directly, which skips building
@@ -140,8 +141,11 @@ class SentencePieceTokenizer(Tokenizer):
         return self._vocab_size
 
     def fingerprint(self) -> str:
-        model = hashlib.sha256(self._sp.serialized_model_proto()).hexdigest()[:16]
-        return f"SentencePiece model sha256 {model}"
+        # hashed once: a large model takes milliseconds, and every saved state asks
+        if self._fingerprint is None:
+            model = hashlib.sha256(self._sp.serialized_model_proto()).hexdigest()[:16]
+            self._fingerprint = f"SentencePiece model sha256 {model}"
+        return self._fingerprint
 
     def describe(self) -> str:
         return (
