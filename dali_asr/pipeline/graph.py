@@ -111,23 +111,24 @@ def kaldi_power(audio, device: str = "cpu"):
     samples = fn.cast(scaled.shape()[0], dtype=types.INT32)
     frames = dmath.max((samples - FRAME_LENGTH) // FRAME_SHIFT + 1, 1)
     steps = FRAME_SHIFT // _CHUNK  # chunks per frame shift: 2
+    # the audio cut or zero-padded to frames + 2 shifts: every frame's samples, and under a
+    # frame Kaldi's padding, which it pre-emphasises too (the first padded sample gets -0.97 x
+    # the last real one); what it cuts is in no frame, and the filter only looks back
+    padded = fn.slice(
+        scaled,
+        start=0,
+        shape=(frames + 2) * FRAME_SHIFT,
+        axes=[0],
+        out_of_bounds_policy="pad",
+        fill_values=0.0,
+    )
     # each frame's sum: five chunks of 80, starting every second chunk
-    chunk_sums = fn.reductions.sum(_rows(scaled, frames * steps + 4, _CHUNK), axes=[1])
+    chunk_sums = fn.reductions.sum(_rows(padded, frames * steps + 4, _CHUNK), axes=[1])
     pairs = _rows(chunk_sums, frames + 2, steps)
     first, second = _column(pairs, 0, frames + 2), _column(pairs, 1, frames + 2)
     shift_sums = first + second
     frame_sums = _take(shift_sums, 0, frames) + _take(shift_sums, 1, frames)
     mean = (frame_sums + _take(first, 2, frames)) * (1.0 / FRAME_LENGTH)
-    # under a frame, Kaldi pads first and pre-emphasises after (the first padded sample gets
-    # -0.97 x the last real one): pad to a frame before the filter
-    padded = fn.slice(
-        scaled,
-        start=0,
-        shape=dmath.max(samples, FRAME_LENGTH),
-        axes=[0],
-        out_of_bounds_policy="pad",
-        fill_values=0.0,
-    )
     emphasised = fn.preemphasis_filter(padded, preemph_coeff=PREEMPHASIS, border="zero")
     shifts = _rows(emphasised, frames + 2, FRAME_SHIFT)
     framed = fn.cat(
@@ -154,16 +155,8 @@ def kaldi_power(audio, device: str = "cpu"):
 
 
 def _rows(x, count, width: int):
-    """1-D ``x`` cut or zero-padded to ``count`` × ``width`` samples, as [count, width]."""
-    flat = fn.slice(
-        x,
-        start=0,
-        shape=count * width,
-        axes=[0],
-        out_of_bounds_policy="pad",
-        fill_values=0.0,
-    )
-    return fn.reshape(flat, shape=fn.stack(count, count * 0 + width))
+    """1-D ``x`` of exactly ``count`` × ``width`` samples as [count, width] (no copy)."""
+    return fn.reshape(x, shape=fn.stack(count, count * 0 + width))
 
 
 def _take(x, first, count, axis: int = 0):

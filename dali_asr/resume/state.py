@@ -108,8 +108,12 @@ def plan_config(
 ) -> dict[str, Any]:
     """Every setting that shapes the plan, flattened to dotted keys (for diffs), and the
     tokenizer's ``fingerprint()``."""
-    flat: dict[str, Any] = {"split": split, "rank": rank, "world_size": world_size}
-    flat["tokenizer"] = tokenizer
+    flat: dict[str, Any] = {
+        "split": split,
+        "rank": rank,
+        "world_size": world_size,
+        "tokenizer": tokenizer,
+    }
     _flatten("asr_task_config", dataclasses.asdict(config.asr_task_config), flat)
     storage = dataclasses.asdict(config.mixture_parquet_storage_config)
     storage.pop("fragment_loading", None)  # read-ahead and caching: same plan either way
