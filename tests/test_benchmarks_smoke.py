@@ -100,11 +100,11 @@ def test_results_entries_are_newest_first(tmp_path: Path) -> None:
 
 def test_passes_are_sized_from_the_fastest_warm_up() -> None:
     warm = [{"wall_s": 0.5}, {"wall_s": 2.0}, {"error": "exit 1"}]
-    assert run.size_epochs(warm, 10.0) == 24  # 10 s × the margin 1.2 / 0.5 s
-    assert run.size_epochs(warm, 10.0, warm_epochs=2) == 48  # 0.25 s an epoch
+    assert run.size_epochs(warm, 10.0) == 30  # 10 s × the margin 1.5 / 0.5 s
+    assert run.size_epochs(warm, 10.0, warm_epochs=2) == 60  # 0.25 s an epoch
     # the first batch's start-up is not part of the epochs after it: 0.8 s - 0.3 s
     warm = [{"wall_s": 0.8, "first_batch_s": 0.3}, {"wall_s": 1.0, "first_batch_s": 0.1}]
-    assert run.size_epochs(warm, 10.0) == 24
+    assert run.size_epochs(warm, 10.0) == 30
     # the first batch counts from the construction's start, the wall from its end: the
     # reference's 1.84 s warm-up epoch, 0.69 s of construction, first batch at 1.82 s, is
     # 0.7 s after its first batch, not 0.02 s (which sized passes of 2,210 epochs)
@@ -112,7 +112,7 @@ def test_passes_are_sized_from_the_fastest_warm_up() -> None:
         {"wall_s": 1.84, "first_batch_s": 1.82, "construct_s": 0.69},
         {"wall_s": 1.07, "first_batch_s": 0.48, "construct_s": 0.01},
     ]
-    assert run.size_epochs(warm, 10.0) == 20  # 12 s / min(1.84 - 1.13, 1.07 - 0.47) s
+    assert run.size_epochs(warm, 10.0) == 25  # 15 s / min(1.84 - 1.13, 1.07 - 0.47) s
     assert run.size_epochs([{"error": "exit 1"}], 10.0) == 1
 
 
@@ -120,7 +120,7 @@ def test_passes_are_sized_from_the_warm_ups_steady_second_half() -> None:
     # two epochs of 200 audio-s in 1.1 s, the first slow (0.65 s): the second half of the
     # batches, 200 audio-s in 0.45 s, sizes 0.45 s an epoch, not 0.55 (8 s passes for 10)
     warm = [{"wall_s": 1.1, "audio_s": 400.0, "late_wall_s": 0.45, "late_audio_s": 200.0}]
-    assert run.size_epochs(warm, 10.0, warm_epochs=2) == 27  # 12 s / 0.45 s
+    assert run.size_epochs(warm, 10.0, warm_epochs=2) == 34  # 15 s / 0.45 s
     # a real pass's second half, through PassMeter
     meter = PassMeter()
     meter.start()

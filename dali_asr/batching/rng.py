@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import numpy.random  # numpy imports it lazily: 7 ms inside the first batch otherwise
 
 __all__ = ["Mt19937"]
 

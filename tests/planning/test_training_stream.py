@@ -296,3 +296,43 @@ def test_an_audio_cache_too_small_reads_again_and_stays_bounded(
     assert audio.reads <= sum(per_batch)
     assert len(audio) == 1
     assert all(ex.audio is not None and len(ex.audio) > 0 for b in batches for ex in b)
+
+
+def test_a_row_group_met_again_is_not_read_again(espeak_root: Path, espeak_tokenizer) -> None:
+    """espeak-mini's partitions are one row group each: the stream comes back to them every
+    few batches, and plans from the metadata it read the first time."""
+    loader = AsrLoader(
+        espeak_root / "version=0", "train", train_config(espeak_root), espeak_tokenizer
+    )
+    planner = loader.planner()
+    picked = Counter(
+        (ex.file_index, ex.row_group) for b in islice(planner.batches(), 60) for ex in b
+    )
+    rows = {(r.file_index, r.row_group): r.num_rows for r in loader.files.row_groups()}
+    assert any(picked[key] > rows[key] for key in picked)  # some were served more than once
+    assert loader.files.row_groups_read == len(rows)
+
+
+def test_the_metadata_cache_is_bounded_and_gives_new_examples(
+    espeak_root: Path, espeak_tokenizer: Path
+) -> None:
+    from dali_asr.storage.examples import ExampleReader
+
+    loader = AsrLoader(
+        espeak_root / "version=0", "train", train_config(espeak_root), espeak_tokenizer
+    )
+    files, refs = loader.files, loader.files.row_groups()[:2]
+    text_filter = loader.planner().reader.text_filter
+    reader = ExampleReader(files, text_filter, cache_rows=max(r.num_rows for r in refs))
+    first = reader.read(refs[0], False)
+    again = reader.read(refs[0], False)
+    assert files.row_groups_read == 1
+    assert [(e.row, e.text, e.audio_size, e.reject) for e in again] == [
+        (e.row, e.text, e.audio_size, e.reject) for e in first
+    ]
+    assert all(a is not b for a, b in zip(first, again, strict=True))
+    first[0].audio = np.zeros(4, np.uint8)  # planning fills in one list's audio ...
+    assert again[0].audio is None  # ... not the other's
+    reader.read(refs[1], False)  # no room for both: refs[0] goes
+    reader.read(refs[0], False)
+    assert files.row_groups_read == 3

@@ -14,6 +14,7 @@ from conftest import SMALL_ROW_GROUP_SIZE, partition_dir, read_espeak_rows, writ
 from dali_asr.config import LoaderConfig, config_from_dict
 from dali_asr.errors import DatasetError
 from dali_asr.loader import AsrLoader
+from dali_asr.storage import row_groups
 from dali_asr.storage.discovery import discover_split, list_files, parse_split, resolve_dataset_root
 from dali_asr.storage.row_groups import AUDIO, LENGTH, TEXT, ParquetFiles, RowGroupRef
 
@@ -304,6 +305,25 @@ def test_audio_column_gives_the_original_bytes(
             assert got[:4].tobytes() in (b"fLaC", b"OggS", b"RIFF")
         start += ref.num_rows
     assert start == real_rows.num_rows
+
+
+@pytest.mark.parametrize("batch_bytes", [1, 150_000])
+def test_audio_read_in_batches_is_the_row_group(
+    tmp_path: Path, real_rows: pa.Table, monkeypatch: pytest.MonkeyPatch, batch_bytes: int
+) -> None:
+    # A row group's audio is decoded a few rows at a time (1 byte: a row per batch) and joined
+    # into one chunk: the same rows, bytes and lengths as pyarrow's whole-row-group read.
+    monkeypatch.setattr(row_groups, "READ_BATCH_BYTES", batch_bytes)
+    write_parquet(tmp_path / GOOD_FILE, real_rows, 10)
+    files = ParquetFiles(discover_split(tmp_path, "train"))
+    ref = files.row_groups()[0]
+    whole = pq.ParquetFile(files.files[0].path).read_row_group(0, columns=[LENGTH, AUDIO])
+    batched = files.read(ref, [LENGTH, AUDIO])
+    assert all(batched.column(name).num_chunks == 1 for name in batched.column_names)
+    assert batched.select([LENGTH, AUDIO]).equals(whole)
+    audio = files.audio_column(batched, ref)
+    for i, row in enumerate(real_rows.column(AUDIO).to_pylist()):
+        assert audio.row(i).tobytes() == np.asarray(row, np.int8).tobytes()
 
 
 def test_audio_column_of_a_sliced_table(real_rows: pa.Table, tmp_path: Path) -> None:
