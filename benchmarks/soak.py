@@ -78,7 +78,7 @@ def malloc_heaps() -> dict[str, float]:
     return out
 
 
-def _libc_mallinfo2():
+def libc_mallinfo2():
     name = ctypes.util.find_library("c")
     if name is None:
         return None
@@ -113,7 +113,7 @@ class Sampler(threading.Thread):
         self.audio_s = 0.0
         self.start_time = time.monotonic()
         self._done = threading.Event()
-        self._mallinfo = _libc_mallinfo2() if probe else None
+        self._mallinfo = libc_mallinfo2() if probe else None
 
     def run(self) -> None:
         while not self._done.wait(self.every):

@@ -1,0 +1,84 @@
+"""The process's C allocator, through which all decoded audio on the host passes.
+
+DALI's CPU operators allocate every iteration's outputs on DALI's threads; the loader's
+feeding thread frees them after collation. glibc gives each thread that allocates an arena
+of its own (up to 8 per core), a freed block goes back to the arena it came from, and the
+free memory at the top of a heap is handed back to the system past a threshold that glibc
+moves with the largest block freed so far. Through a soak of the training stream that left
+two arenas holding ~170 MB each, mostly free, and the process's memory moving by 4-16 %
+(benchmarks/RESULTS.md, 2026-12-06). The loader sets glibc's three knobs once per process,
+when the first loader is made (``DaliAsrSettings.malloc_*``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+
+from dali_asr.config import DaliAsrSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Knob:
+    setting: str
+    """The ``dali_asr`` key."""
+    param: int
+    """``mallopt``'s parameter number (glibc's malloc.h)."""
+    env: str
+    """glibc's environment variable for it."""
+    tunable: str
+    """Its name in ``GLIBC_TUNABLES``."""
+
+
+KNOBS = (
+    Knob("malloc_arena_max", -8, "MALLOC_ARENA_MAX", "glibc.malloc.arena_max"),
+    Knob("malloc_trim_threshold", -1, "MALLOC_TRIM_THRESHOLD_", "glibc.malloc.trim_threshold"),
+    Knob("malloc_mmap_threshold", -3, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"),
+)
+
+_set: dict[str, int] | None = None
+"""What this process's first loader set: glibc fixes its arena limit once, so later loaders'
+values would not all take effect; the first stands."""
+
+
+def tune_malloc(settings: DaliAsrSettings) -> dict[str, int]:
+    """Set glibc's knobs to ``settings``' values for the whole process; what it set.
+
+    A knob is left alone when its value is None, or when the process's environment chose it
+    (glibc read that at start-up: the user's choice stands). Nothing is done off glibc, or
+    after a first call (it stands). The arena cap only holds for arenas made after it, so it
+    must come before the process has many allocating threads: the loader sets it when it is
+    made, before it starts any."""
+    global _set
+    if _set is not None:
+        if any(getattr(settings, k) not in (None, v) for k, v in _set.items()):
+            log.info("malloc stays tuned as its first loader set it: %s", _set)
+        return {}
+    _set = {}
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is None or not _is_glibc():
+        return {}
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    for knob in KNOBS:
+        value = getattr(settings, knob.setting)
+        if value is None or knob.env in os.environ or knob.tunable in tunables:
+            continue
+        if mallopt(knob.param, value) == 1:
+            _set[knob.setting] = value
+        else:
+            log.warning("glibc refused %s = %d (mallopt): left at its default", knob.setting, value)
+    log.debug("malloc tuned for this process: %s", _set)
+    return dict(_set)
+
+
+def _is_glibc() -> bool:
+    """True under glibc (musl has a ``mallopt`` that ignores every parameter)."""
+    try:
+        return os.confstr("CS_GNU_LIBC_VERSION") is not None
+    except (AttributeError, ValueError, OSError):  # no confstr, or no such name here
+        return False
