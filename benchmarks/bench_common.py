@@ -114,6 +114,7 @@ class ChildSpec:
     epochs: int = 1
     threads: int = 2
     device: str = "cpu"  # dali-asr's dali_asr.device; the reference always runs on the CPU
+    dali: dict[str, Any] = field(default_factory=dict)  # dali-asr's other dali_asr settings
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)

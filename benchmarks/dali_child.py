@@ -34,7 +34,7 @@ def loader_config(spec: ChildSpec, cache_dir: str | None) -> Any:
         {
             "asr_task_config": spec.task,
             "mixture_parquet_storage_config": storage,
-            "dali_asr": {"device": spec.device, "num_threads": spec.threads},
+            "dali_asr": {**spec.dali, "device": spec.device, "num_threads": spec.threads},
         },
         source="benchmarks",
     )

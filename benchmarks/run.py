@@ -221,6 +221,7 @@ def run_benchmark(
     timeout: float = 900.0,
     device: str = "cpu",
     min_pass_s: float = bench_targets.MIN_PASS_S,
+    dali: dict[str, Any] | None = None,
 ) -> tuple[list[bench_report.Row], list[dict[str, Any]]]:
     """Every configuration in turn; within one, ``warmup`` untimed rounds then ``passes``
     rounds, each round one child per subject, the order rotated by a subject a round
@@ -267,6 +268,7 @@ def run_benchmark(
                     epochs=n,
                     threads=subject.threads or 0,
                     device=device,
+                    dali=dali or {},
                 )
                 result = run_child(subject, spec, timeout)
                 raw.append(
@@ -383,6 +385,14 @@ def main(argv: list[str] | None = None) -> int:
         help="asr_task_config overrides for every loader",
     )
     p.add_argument(
+        "--dali",
+        nargs="*",
+        default=[],
+        metavar="KEY=JSON",
+        help="dali-asr's dali_asr settings (default: none, the defaults); "
+        "--device and --threads set device and num_threads",
+    )
+    p.add_argument(
         "--device", default="cpu", choices=["cpu", "gpu", "auto"], help="dali-asr's device"
     )
     p.add_argument("--timeout", type=float, default=900.0, help="per child process, seconds")
@@ -413,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": args.epochs,
         "threads": args.threads,
         "task_overrides": args.task,
+        "dali_settings": args.dali,
         "calibration": {"before": bench_report.calibrate()} if args.calibrate else {},
         "source": {"before": bench_report.source_state(REPO)},
     }
@@ -429,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         args.timeout,
         args.device,
         args.min_pass_s,
+        parse_overrides(args.dali),
     )
     info["epochs"] = args.epochs or epochs_used(raw)
     if args.calibrate:
