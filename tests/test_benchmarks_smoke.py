@@ -78,6 +78,20 @@ def test_configs_and_child_spec_round_trip() -> None:
         BenchConfig.parse("length/mfcc/single")
 
 
+def test_dali_settings_reach_the_loader_but_not_device_or_threads() -> None:
+    import dali_child
+
+    overrides = run.parse_overrides(["malloc_arena_max=null", "decode_batch=32", "num_threads=7"])
+    spec = ChildSpec(
+        "dali-asr", "/d", "train", None, "length/waveform/single", {}, {}, dali=overrides
+    )
+    assert ChildSpec.from_json(spec.to_json()) == spec
+    settings = dali_child.loader_config(spec, None).dali_asr
+    assert settings.malloc_arena_max is None and settings.decode_batch == 32
+    assert settings.num_threads == spec.threads  # --threads labels the row, so it wins
+    assert settings.malloc_trim_threshold == 128 * 2**20  # untouched keys keep the defaults
+
+
 def test_each_round_starts_one_subject_later() -> None:
     subjects = run.make_subjects([], [2], None)
     names = [[s.name for s in run.round_order(subjects, k)] for k in range(4)]
