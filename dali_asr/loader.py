@@ -21,7 +21,7 @@ from dali_asr.pipeline.collate import BatchMaker
 from dali_asr.pipeline.cuda_env import device_index, resolve_auto_budget, resolve_device
 from dali_asr.pipeline.epoch import Epoch
 from dali_asr.pipeline.feeding import Feeder
-from dali_asr.pipeline.host_memory import tune_malloc
+from dali_asr.pipeline.host_memory import tune_host_memory
 from dali_asr.pipeline.settings import PipelineSettings, decode_samples
 from dali_asr.planning import sharding
 from dali_asr.planning.epoch_plan import Deal, EpochRun, Resume, planned_batches
@@ -82,7 +82,7 @@ class AsrLoader:
         self.device_id = device_index(settings.device_id)
         resolve_auto_budget(self.task, self.device, settings.device_id)
         self.config.validate()
-        tune_malloc(settings)  # before any thread of ours
+        tune_host_memory(settings)  # before any thread of ours
         self.split = split
         self.splits = [s.strip() for s in split.split(",") if s.strip()]
         storage = self.config.mixture_parquet_storage_config

@@ -1,4 +1,5 @@
-"""The process's C allocator, through which all decoded audio on the host passes.
+"""The process's host memory: glibc's allocator, through which all decoded audio on the host
+passes, and DALI's host buffers, which it serves.
 
 DALI's CPU operators allocate every iteration's outputs on DALI's threads; the loader's
 feeding thread frees them after collation. glibc gives each thread that allocates an arena
@@ -6,8 +7,12 @@ of its own (up to 8 per core), a freed block goes back to the arena it came from
 free memory at the top of a heap is handed back to the system past a threshold that glibc
 moves with the largest block freed so far. Through a soak of the training stream that left
 two arenas holding ~170 MB each, mostly free, and the process's memory moving by 4-16 %
-(benchmarks/RESULTS.md, 2026-12-06). The loader sets glibc's three knobs once per process,
-when the first loader is made (``DaliAsrSettings.malloc_*``).
+(benchmarks/RESULTS.md, 2026-12-06). DALI, for its part, reallocates a host buffer smaller
+whenever a request falls under a fraction of its capacity (0.5 in DALI 2.4): iterations of
+long and short files then freed and took again one decode buffer (~30 MB) after another, and
+the process's memory moved in those steps by up to 6 %. The loader sets glibc's three knobs
+and DALI's threshold once per process, when the first loader is made
+(``DaliAsrSettings.malloc_*``, ``host_buffer_shrink_threshold``).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import ctypes
 import logging
 import os
 from dataclasses import dataclass
+
+from nvidia.dali import backend as dali_backend
 
 from dali_asr.config import DaliAsrSettings
 
@@ -40,40 +47,59 @@ KNOBS = (
     Knob("malloc_mmap_threshold", -3, "MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold"),
 )
 
-_set: dict[str, int] | None = None
+DALI_SHRINK_ENV = "DALI_HOST_BUFFER_SHRINK_THRESHOLD"
+"""DALI's environment variable for ``host_buffer_shrink_threshold``."""
+
+_set: dict[str, float] | None = None
 """What this process's first loader set: glibc fixes its arena limit once, so later loaders'
-values would not all take effect; the first stands."""
+values would not all take effect; the first stands, for DALI's threshold too."""
 
 
-def tune_malloc(settings: DaliAsrSettings) -> dict[str, int]:
-    """Set glibc's knobs to ``settings``' values for the whole process; what it set.
+def tune_host_memory(settings: DaliAsrSettings) -> dict[str, float]:
+    """Set glibc's knobs and DALI's shrink threshold to ``settings``' values for the whole
+    process; what it set.
 
     A knob is left alone when its value is None, or when the process's environment chose it
-    (glibc read that at start-up: the user's choice stands). Nothing is done off glibc, or
-    after a first call (it stands). The arena cap only holds for arenas made after it, so it
-    must come before the process has many allocating threads: the loader sets it when it is
-    made, before it starts any."""
+    (read at start-up: the user's choice stands). Nothing is done after a first call (it
+    stands). The arena cap only holds for arenas made after it, so it must come before the
+    process has many allocating threads: the loader sets it when it is made, before it starts
+    any."""
     global _set
     if _set is not None:
         if any(getattr(settings, k) not in (None, v) for k, v in _set.items()):
-            log.info("malloc stays tuned as its first loader set it: %s", _set)
+            log.info("host memory stays tuned as its first loader set it: %s", _set)
         return {}
-    _set = {}
+    _set = {**_tune_malloc(settings), **_tune_dali(settings)}
+    log.debug("host memory tuned for this process: %s", _set)
+    return dict(_set)
+
+
+def _tune_malloc(settings: DaliAsrSettings) -> dict[str, float]:
+    """glibc's knobs (none off glibc)."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None or not _is_glibc():
         return {}
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     tunables = os.environ.get("GLIBC_TUNABLES", "")
+    done: dict[str, float] = {}
     for knob in KNOBS:
         value = getattr(settings, knob.setting)
         if value is None or knob.env in os.environ or knob.tunable in tunables:
             continue
         if mallopt(knob.param, value) == 1:
-            _set[knob.setting] = value
+            done[knob.setting] = value
         else:
             log.warning("glibc refused %s = %d (mallopt): left at its default", knob.setting, value)
-    log.debug("malloc tuned for this process: %s", _set)
-    return dict(_set)
+    return done
+
+
+def _tune_dali(settings: DaliAsrSettings) -> dict[str, float]:
+    """DALI's host buffer shrink threshold."""
+    value = settings.host_buffer_shrink_threshold
+    if value is None or DALI_SHRINK_ENV in os.environ:
+        return {}
+    dali_backend.SetHostBufferShrinkThreshold(value)
+    return {"host_buffer_shrink_threshold": value}
 
 
 def _is_glibc() -> bool:

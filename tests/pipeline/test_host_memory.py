@@ -1,8 +1,10 @@
-"""``dali_asr.malloc_*``: the first loader of a process sets glibc's arena cap and its two
-thresholds, so that the threads which allocate decoded audio (DALI's) and those that free it
-(the loader's) share their free memory and a heap's top is not handed back and faulted in
-again every iteration. Each case runs in a fresh process (glibc fixes its arena limit once
-per process) on espeak-mini, and asks glibc what it did."""
+"""``dali_asr.malloc_*`` and ``host_buffer_shrink_threshold``: the first loader of a process
+sets glibc's arena cap and its two thresholds, so that the threads which allocate decoded
+audio (DALI's) and those that free it (the loader's) share their free memory and a heap's top
+is not handed back and faulted in again every iteration, and DALI's shrink threshold, so that
+its host buffers are not freed and taken again as iterations' sizes vary. Each case runs in a
+fresh process (glibc fixes its arena limit once per process) on espeak-mini, and asks glibc
+and DALI what they did."""
 
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ import pytest
 
 from dali_asr.config import config_from_dict
 from dali_asr.errors import ConfigError
-from dali_asr.pipeline.host_memory import KNOBS
+from dali_asr.pipeline.host_memory import DALI_SHRINK_ENV, KNOBS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-UNTUNED = {k.setting: None for k in KNOBS}
+UNTUNED = {k.setting: None for k in KNOBS} | {"host_buffer_shrink_threshold": None}
 BLOCK = 24 << 20
 """Above glibc's first mapping threshold (128 KiB), below the loader's (32 MiB)."""
 
@@ -27,13 +29,16 @@ SCRIPT = """
 import ctypes, json, sys
 from pathlib import Path
 sys.path.insert(0, {benchmarks!r})
+from nvidia.dali import backend
 from soak import libc_mallinfo2, malloc_heaps, train_config
 from dali_asr.loader import AsrLoader
 from dali_asr.pipeline import host_memory
 
 data = Path({data!r})
+dali_default = backend.GetHostBufferShrinkThreshold()
 loader = AsrLoader(data, "train", train_config(data, False, {dali!r}), {tokenizer!r})
-out = {{"set": host_memory._set}}
+out = {{"set": host_memory._set, "dali_default": dali_default,
+        "shrink": backend.GetHostBufferShrinkThreshold()}}
 if {batches}:
     out["batches"] = sum(1 for _, _ in zip(range({batches}), loader))
     out["arenas"] = sum(1 for key in malloc_heaps() if not key.endswith("_free"))
@@ -66,6 +71,7 @@ def run_loader(espeak: tuple[Path, Path], dali: dict, env=None, batches: int = 0
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     environ.pop("GLIBC_TUNABLES", None)
+    environ.pop(DALI_SHRINK_ENV, None)
     done = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
@@ -103,8 +109,23 @@ def test_default_caps_the_stream_at_two_arenas(espeak, untuned_arenas: int) -> N
         "malloc_arena_max": 2,
         "malloc_trim_threshold": 128 << 20,
         "malloc_mmap_threshold": 32 << 20,
+        "host_buffer_shrink_threshold": 0.0,
     }
     assert out["arenas"] <= 2 < untuned_arenas
+    assert out["shrink"] == 0.0 < out["dali_default"]
+
+
+def test_dali_shrink_threshold_null_leaves_dalis_own(espeak) -> None:
+    out = run_loader(espeak, {"host_buffer_shrink_threshold": None})
+    assert "host_buffer_shrink_threshold" not in out["set"]
+    assert out["shrink"] == out["dali_default"] > 0.0
+
+
+def test_dali_shrink_threshold_from_the_environment_wins(espeak) -> None:
+    out = run_loader(espeak, {"host_buffer_shrink_threshold": 0.25}, {DALI_SHRINK_ENV: "0.75"})
+    assert "host_buffer_shrink_threshold" not in out["set"]
+    assert out["set"]["malloc_arena_max"] == 2
+    assert out["shrink"] == 0.75
 
 
 def test_the_environment_wins(espeak, untuned_arenas: int) -> None:
@@ -146,3 +167,7 @@ def test_settings_defaults_and_validation() -> None:
     for knob in KNOBS:
         with pytest.raises(ConfigError, match=rf"dali_asr\.{knob.setting}"):
             config_from_dict({"dali_asr": {knob.setting: 0}}).validate()
+    assert d.host_buffer_shrink_threshold == 0.0
+    for bad in (-0.1, 1.5, "half"):
+        with pytest.raises(ConfigError, match=r"dali_asr\.host_buffer_shrink_threshold"):
+            config_from_dict({"dali_asr": {"host_buffer_shrink_threshold": bad}}).validate()
