@@ -107,14 +107,15 @@ _MEL_GROUPS = 4
 
 
 @lru_cache(maxsize=1)
-def _mel_blocks() -> tuple[tuple[int, int, torch.Tensor], ...]:
-    """(first bin, end bin, weights [bins, bands]) of each group of adjacent mel bands."""
+def _mel_blocks() -> tuple[tuple[slice, slice, torch.Tensor], ...]:
+    """(FFT bins, mel bands, weights [bins, bands]) of each group of adjacent mel bands."""
     bands, weights = mel_bands(), mel_matrix()
     edges = np.linspace(0, NUM_MEL_BINS, _MEL_GROUPS + 1).astype(int)
     blocks = []
     for first, end in itertools.pairwise(edges):
         lo, hi = int(bands[first, 0]), int(bands[end - 1].sum())
-        blocks.append((lo, hi, torch.from_numpy(weights[lo:hi, first:end].copy())))
+        weight = torch.from_numpy(weights[lo:hi, first:end].copy())
+        blocks.append((slice(lo, hi), slice(int(first), int(end)), weight))
     return tuple(blocks)
 
 
@@ -199,8 +200,8 @@ def _kaldi_fbank(audio: Sequence[np.ndarray]) -> list[np.ndarray]:
         energy = np.multiply(spectrum.real, spectrum.real, out=power[:n])
         energy += np.square(spectrum.imag)
         energy_t = torch.from_numpy(energy)
-        products = [energy_t[:, lo:hi] @ w for lo, hi, w in _mel_blocks()]
-        torch.cat(products, dim=1, out=mel[start : start + n])
+        for bins, bands, weight in _mel_blocks():  # straight into mel's columns
+            torch.mm(energy_t[:, bins], weight, out=mel[start : start + n, bands])
     out = mel.numpy()
     np.log(np.maximum(out, np.float32(LOG_FLOOR), out=out), out=out)
     return [out[r : r + n] for r, n in zip(rows_at[:-1], frames, strict=True)]

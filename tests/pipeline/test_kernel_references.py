@@ -20,6 +20,7 @@ from dali_asr.pipeline.collate import (
     collate_audio,
     collate_targets,
     mean_and_scale,
+    nonfinite_count,
     segment_stats,
     to_bfloat16_bits,
 )
@@ -44,6 +45,33 @@ def test_segment_stats_sums_and_counts_non_finite() -> None:
         np.testing.assert_allclose(stats[b, :, 0], finite.sum(axis=0))
         np.testing.assert_allclose(stats[b, :, 1], (finite**2).sum(axis=0))
     assert stats[:, :, 2].sum() == 2 and stats[2, 1, 2] == 2
+
+
+@pytest.mark.parametrize("channels", [None, 80])
+def test_segment_stats_of_finite_values_are_the_masked_sums_to_the_bit(channels) -> None:
+    """The sums skip the masking when they come out finite: the same bits as masking."""
+    rng = np.random.default_rng(3)
+    samples = _ragged(rng, 4, channels)
+    samples[1][2] = np.float32(3e38)  # finite, but its square overflows: the masked way
+    stats = segment_stats(samples)
+    for b, s in enumerate(samples):
+        x = s.astype(np.float64).reshape(len(s), -1)
+        masked = np.where(np.isfinite(x), x, 0.0)
+        assert np.array_equal(stats[b, :, 0], masked.sum(axis=0))
+        assert np.array_equal(stats[b, :, 1], (masked * masked).sum(axis=0))
+    assert not stats[:, :, 2].any()
+
+
+def test_nonfinite_count() -> None:
+    a = np.linspace(-1, 1, 1000, dtype=np.float32)
+    assert nonfinite_count(a) == 0
+    b = a.copy()
+    b[[3, 500]] = np.inf, -np.inf  # their sum is NaN
+    assert nonfinite_count(b) == 2
+    b[7] = np.nan
+    assert nonfinite_count(b) == 3
+    huge = np.full(4, 3e38, np.float32)  # finite, but the sum overflows: counted one by one
+    assert nonfinite_count(huge) == 0
 
 
 @pytest.mark.parametrize("channels", [None, 80])
