@@ -57,8 +57,9 @@ def segment_stats(samples: Sequence[np.ndarray]) -> np.ndarray:
         # A NaN or an infinity makes its channel's sums non-finite; finite sums are those of
         # the masked values below, to the bit (the same reductions of the same values), for
         # two passes fewer over the audio.
-        total = x.sum(axis=0)
-        squares = np.multiply(x, x, out=x).sum(axis=0)
+        with np.errstate(invalid="ignore", over="ignore"):  # then masked below
+            total = x.sum(axis=0)
+            squares = np.multiply(x, x, out=x).sum(axis=0)
         if np.isfinite(total).all() and np.isfinite(squares).all():
             out[b, :, 0], out[b, :, 1] = total, squares
             continue
@@ -74,7 +75,9 @@ def segment_stats(samples: Sequence[np.ndarray]) -> np.ndarray:
 def nonfinite_count(a: np.ndarray) -> int:
     """NaNs and infinities in ``a``. One sum first: it is finite when every value is (a NaN or
     an infinity carries through it), and it reads ``a`` without a mask array."""
-    if np.isfinite(np.add.reduce(a, axis=None)):
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf, or huge values: counted
+        total = np.add.reduce(a, axis=None)
+    if np.isfinite(total):
         return 0
     return int(a.size - np.count_nonzero(np.isfinite(a)))
 
