@@ -230,6 +230,14 @@ class DaliAsrSettings:
     0: never; each buffer keeps the largest size it has held, and the process's memory stays
     flat: DALI's 0.5 freed and took again one decode buffer (~30 MB) after another, and in a
     soak the memory moved in those steps by up to 6 %. null: DALI's default."""
+    host_pool_threshold: int | None = 2**20
+    """DALI's host allocations of this many bytes or more come from DALI's own pool, which
+    keeps and reuses its memory (``DALI_MALLOC_POOL_THRESHOLD``, for the whole process; read by
+    DALI once, at its first host allocation: the loader sets it when it is made). DALI's own
+    threshold (32 MiB) leaves each iteration's decoded audio (up to ~30 MB, a fresh block every
+    iteration) to glibc, whose heaps it fragments: in a soak the process's memory rose in
+    steps of such a block, +7.4 % in 8 minutes; with 1 MiB, within 0.3 % and 10 % lower
+    (benchmarks/RESULTS.md). 0: no pool; null: DALI's default."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
     telemetry_log_every: int | None = None
@@ -326,6 +334,12 @@ class LoaderConfig:
             ),
             "dali_asr.host_buffer_shrink_threshold",
             "a fraction in [0, 1] or null (DALI's)",
+        )
+        _require(
+            d.host_pool_threshold is None
+            or (type(d.host_pool_threshold) is int and d.host_pool_threshold >= 0),
+            "dali_asr.host_pool_threshold",
+            "bytes >= 0 or null (DALI's)",
         )
         _require(
             d.decode_samples is None or d.decode_samples >= 1,

@@ -10,9 +10,13 @@ two arenas holding ~170 MB each, mostly free, and the process's memory moving by
 (benchmarks/RESULTS.md, 2026-12-06). DALI, for its part, reallocates a host buffer smaller
 whenever a request falls under a fraction of its capacity (0.5 in DALI 2.4): iterations of
 long and short files then freed and took again one decode buffer (~30 MB) after another, and
-the process's memory moved in those steps by up to 6 %. The loader sets glibc's three knobs
-and DALI's threshold once per process, when the first loader is made
-(``DaliAsrSettings.malloc_*``, ``host_buffer_shrink_threshold``).
+the process's memory moved in those steps by up to 6 %. And DALI takes its host blocks from
+malloc up to 32 MiB, with a pool of its own only above: each iteration's decoded audio (a
+fresh block of up to ~30 MB, 18 a second) went through glibc's heaps, fragmented them, and the
+process's memory rose in steps of such a block. From 1 MiB up DALI's pool serves them, and
+keeps and reuses its memory. The loader sets glibc's three knobs and DALI's two thresholds
+once per process, when the first loader is made (``DaliAsrSettings.malloc_*``,
+``host_buffer_shrink_threshold``, ``host_pool_threshold``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ KNOBS = (
 
 DALI_SHRINK_ENV = "DALI_HOST_BUFFER_SHRINK_THRESHOLD"
 """DALI's environment variable for ``host_buffer_shrink_threshold``."""
+DALI_POOL_ENV = "DALI_MALLOC_POOL_THRESHOLD"
+"""DALI's environment variable for ``host_pool_threshold``."""
 
 _set: dict[str, float] | None = None
 """What this process's first loader set: glibc fixes its arena limit once, so later loaders'
@@ -94,12 +100,19 @@ def _tune_malloc(settings: DaliAsrSettings) -> dict[str, float]:
 
 
 def _tune_dali(settings: DaliAsrSettings) -> dict[str, float]:
-    """DALI's host buffer shrink threshold."""
-    value = settings.host_buffer_shrink_threshold
-    if value is None or DALI_SHRINK_ENV in os.environ:
-        return {}
-    dali_backend.SetHostBufferShrinkThreshold(value)
-    return {"host_buffer_shrink_threshold": value}
+    """DALI's host buffer shrink threshold and its pool threshold."""
+    done: dict[str, float] = {}
+    shrink = settings.host_buffer_shrink_threshold
+    if shrink is not None and DALI_SHRINK_ENV not in os.environ:
+        dali_backend.SetHostBufferShrinkThreshold(shrink)
+        done["host_buffer_shrink_threshold"] = shrink
+    pool = settings.host_pool_threshold
+    if pool is not None and DALI_POOL_ENV not in os.environ:
+        # DALI has no call for it: it reads its environment when it makes its host memory
+        # resource, at the process's first host allocation.
+        os.environ[DALI_POOL_ENV] = str(pool)
+        done["host_pool_threshold"] = pool
+    return done
 
 
 def _is_glibc() -> bool:

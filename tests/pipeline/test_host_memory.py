@@ -1,10 +1,12 @@
-"""``dali_asr.malloc_*`` and ``host_buffer_shrink_threshold``: the first loader of a process
-sets glibc's arena cap and its two thresholds, so that the threads which allocate decoded
-audio (DALI's) and those that free it (the loader's) share their free memory and a heap's top
-is not handed back and faulted in again every iteration, and DALI's shrink threshold, so that
-its host buffers are not freed and taken again as iterations' sizes vary. Each case runs in a
-fresh process (glibc fixes its arena limit once per process) on espeak-mini, and asks glibc
-and DALI what they did."""
+"""``dali_asr.malloc_*``, ``host_buffer_shrink_threshold`` and ``host_pool_threshold``: the
+first loader of a process sets glibc's arena cap and its two thresholds, so that the threads
+which allocate decoded audio (DALI's) and those that free it (the loader's) share their free
+memory and a heap's top is not handed back and faulted in again every iteration; DALI's shrink
+threshold, so that its host buffers are not freed and taken again as iterations' sizes vary;
+and DALI's pool threshold, so that each iteration's decoded audio comes from DALI's pool, not
+from glibc's heaps. Each case runs in a fresh process (glibc fixes its arena limit once per
+process, DALI reads its pool threshold once) on espeak-mini, and asks glibc and DALI what
+they did."""
 
 from __future__ import annotations
 
@@ -18,15 +20,18 @@ import pytest
 
 from dali_asr.config import config_from_dict
 from dali_asr.errors import ConfigError
-from dali_asr.pipeline.host_memory import DALI_SHRINK_ENV, KNOBS
+from dali_asr.pipeline.host_memory import DALI_POOL_ENV, DALI_SHRINK_ENV, KNOBS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-UNTUNED = {k.setting: None for k in KNOBS} | {"host_buffer_shrink_threshold": None}
+UNTUNED = {k.setting: None for k in KNOBS} | {
+    "host_buffer_shrink_threshold": None,
+    "host_pool_threshold": None,
+}
 BLOCK = 24 << 20
 """Above glibc's first mapping threshold (128 KiB), below the loader's (32 MiB)."""
 
 SCRIPT = """
-import ctypes, json, sys
+import ctypes, json, os, sys
 from pathlib import Path
 sys.path.insert(0, {benchmarks!r})
 from nvidia.dali import backend
@@ -38,10 +43,13 @@ data = Path({data!r})
 dali_default = backend.GetHostBufferShrinkThreshold()
 loader = AsrLoader(data, "train", train_config(data, False, {dali!r}), {tokenizer!r})
 out = {{"set": host_memory._set, "dali_default": dali_default,
-        "shrink": backend.GetHostBufferShrinkThreshold()}}
+        "shrink": backend.GetHostBufferShrinkThreshold(),
+        "pool": os.environ.get({pool_env!r})}}
 if {batches}:
     out["batches"] = sum(1 for _, _ in zip(range({batches}), loader))
     out["arenas"] = sum(1 for key in malloc_heaps() if not key.endswith("_free"))
+    after = libc_mallinfo2()()
+    out["mapped_bytes"], out["heap_free"] = after.hblkhd, after.fordblks
 else:  # one block on the main thread: mapped of its own, or from the heap and kept after
     libc, mallinfo = ctypes.CDLL(None), libc_mallinfo2()
     libc.malloc.restype = ctypes.c_void_p
@@ -68,10 +76,12 @@ def run_loader(espeak: tuple[Path, Path], dali: dict, env=None, batches: int = 0
         tokenizer=str(tokenizer),
         batches=batches,
         block=BLOCK,
+        pool_env=DALI_POOL_ENV,
     )
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     environ.pop("GLIBC_TUNABLES", None)
     environ.pop(DALI_SHRINK_ENV, None)
+    environ.pop(DALI_POOL_ENV, None)
     done = subprocess.run(
         [sys.executable, "-c", script],
         capture_output=True,
@@ -110,9 +120,29 @@ def test_default_caps_the_stream_at_two_arenas(espeak, untuned_arenas: int) -> N
         "malloc_trim_threshold": 128 << 20,
         "malloc_mmap_threshold": 32 << 20,
         "host_buffer_shrink_threshold": 0.0,
+        "host_pool_threshold": 1 << 20,
     }
     assert out["arenas"] <= 2 < untuned_arenas
     assert out["shrink"] == 0.0 < out["dali_default"]
+    assert out["pool"] == str(1 << 20)
+
+
+def test_decoded_audio_comes_from_dalis_pool_not_glibcs_heaps(espeak) -> None:
+    """What the pool threshold is for: with it, DALI's pool takes its blocks from glibc as
+    mappings of their own (32 MiB and up, grown by doubling) and keeps them; without it, each
+    iteration's decoded audio (under 32 MiB) is a block of glibc's heaps, which keep more free
+    memory around them."""
+    pooled = run_loader(espeak, {}, batches=60)
+    unpooled = run_loader(espeak, {"host_pool_threshold": None}, batches=60)
+    assert unpooled["pool"] is None and "host_pool_threshold" not in unpooled["set"]
+    assert pooled["mapped_bytes"] >= 32 << 20 > unpooled["mapped_bytes"]
+    assert pooled["heap_free"] < unpooled["heap_free"]
+
+
+def test_dali_pool_threshold_from_the_environment_wins(espeak) -> None:
+    out = run_loader(espeak, {"host_pool_threshold": 4096}, {DALI_POOL_ENV: "2M"})
+    assert "host_pool_threshold" not in out["set"]
+    assert out["pool"] == "2M"
 
 
 def test_dali_shrink_threshold_null_leaves_dalis_own(espeak) -> None:
@@ -171,3 +201,8 @@ def test_settings_defaults_and_validation() -> None:
     for bad in (-0.1, 1.5, "half"):
         with pytest.raises(ConfigError, match=r"dali_asr\.host_buffer_shrink_threshold"):
             config_from_dict({"dali_asr": {"host_buffer_shrink_threshold": bad}}).validate()
+    assert d.host_pool_threshold == 1 << 20
+    assert config_from_dict({"dali_asr": {"host_pool_threshold": 0}}).validate() is None
+    for bad in (-1, 1.5, "1M", True):
+        with pytest.raises(ConfigError, match=r"dali_asr\.host_pool_threshold"):
+            config_from_dict({"dali_asr": {"host_pool_threshold": bad}}).validate()
