@@ -189,3 +189,25 @@ def test_issue_14_targets_from_medians() -> None:
     assert first[2] == "0.40 s (reference 0.40 s)" and first[-1] == "yes"
     assert lines[("peak RSS ≤ the reference's", train)][-1] == "yes"
     assert lines[("≥ 3 timed passes of ≥ 10 s each", "every loader")][-1] == "yes"
+
+
+def test_ab_alternates_the_arms_and_pairs_their_ratios(tmp_path: Path, espeak_root: Path) -> None:
+    out = tmp_path / "ab.json"
+    cmd = [
+        sys.executable, str(BENCH / "ab.py"), "--data", str(espeak_root), "--split", "dev",
+        "--configs", "length/waveform/single", "--rounds", "2", "--min-pass-s", "0.01",
+        "--arm", "base", "{}", "--arm", "small", '{"decode_batch": 16}', "--json", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "| arm | audio-s/s min / med / max |" in done.stdout
+    assert "| small |" in done.stdout and "| base |" in done.stdout
+    doc = json.loads(out.read_text())
+    assert doc["arms"] == {"base": {}, "small": {"decode_batch": 16}}
+    runs = doc["results"]["length/waveform/single"]
+    # A B, then B A: neither arm always goes first
+    assert [r["order"] for r in runs["base"]] == [0, 3]
+    assert [r["order"] for r in runs["small"]] == [1, 2]
+    for r in runs["base"] + runs["small"]:
+        assert r["audio_s"] > 0 and r["wall_s"] > 0 and r["cpu_s"] > 0
+    assert runs["base"][0]["audio_s"] == pytest.approx(runs["small"][0]["audio_s"])

@@ -12,7 +12,7 @@ whenever a request falls under a fraction of its capacity (0.5 in DALI 2.4): ite
 long and short files then freed and took again one decode buffer (~30 MB) after another, and
 the process's memory moved in those steps by up to 6 %. And DALI takes its host blocks from
 malloc up to 32 MiB, with a pool of its own only above: each iteration's decoded audio (a
-fresh block of up to ~30 MB, 18 a second) went through glibc's heaps, fragmented them, and the
+fresh block of up to ~30 MB, 17 a second) went through glibc's heaps, fragmented them, and the
 process's memory rose in steps of such a block. From 1 MiB up DALI's pool serves them, and
 keeps and reuses its memory. The loader sets glibc's three knobs and DALI's two thresholds
 once per process, when the first loader is made (``DaliAsrSettings.malloc_*``,
