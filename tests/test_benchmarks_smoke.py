@@ -5,6 +5,7 @@ bookkeeping, the passes' sizing and issue 14's targets table."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,19 +23,25 @@ from bench_common import ALL_CONFIGS, BenchConfig, ChildSpec, PassMeter  # noqa:
 POSITIVE = ("audio_per_s", "batches_per_s", "cpu_ms_per_audio_s", "first_batch_s", "peak_rss_mb")
 
 
+def run_script(script: str, espeak_root: Path, *args: str) -> str:
+    """A benchmark script on espeak-mini's dev split, length/waveform/single; its stdout."""
+    cmd = [sys.executable, str(BENCH / script), "--data", str(espeak_root), "--split", "dev",
+           "--configs", "length/waveform/single", *args]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
 def test_run_py_children_report_positive_figures(tmp_path: Path, espeak_root: Path) -> None:
     out = tmp_path / "bench.json"
     results_md = tmp_path / "RESULTS.md"
-    cmd = [
-        sys.executable, str(BENCH / "run.py"), "--data", str(espeak_root), "--split", "dev",
-        "--configs", "length/waveform/single", "--subjects", "dali-asr", "ceiling", "read+decode",
+    stdout = run_script(
+        "run.py", espeak_root, "--subjects", "dali-asr", "ceiling", "read+decode",
         "--passes", "1", "--warmup", "0", "--epochs", "1", "--max-batches", "5", "--no-calibrate",
         "--timeout", "120", "--json", str(out), "--markdown-out", str(results_md),
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "| length/waveform/single | dali-asr (2t) | 5 |" in done.stdout
-    assert "| × read+decode |" in done.stdout and "read + decode ceiling's parts" in done.stdout
+    )  # fmt: skip
+    assert "| length/waveform/single | dali-asr (2t) | 5 |" in stdout
+    assert "| × read+decode |" in stdout and "read + decode ceiling's parts" in stdout
 
     doc = json.loads(out.read_text())
     summary = {row["subject"]: row for row in doc["summary"]}
@@ -193,15 +200,15 @@ def test_issue_14_targets_from_medians() -> None:
 
 def test_ab_alternates_the_arms_and_pairs_their_ratios(tmp_path: Path, espeak_root: Path) -> None:
     out = tmp_path / "ab.json"
-    cmd = [
-        sys.executable, str(BENCH / "ab.py"), "--data", str(espeak_root), "--split", "dev",
-        "--configs", "length/waveform/single", "--rounds", "2", "--min-pass-s", "0.01",
+    stdout = run_script(
+        "ab.py", espeak_root, "--rounds", "2", "--min-pass-s", "0.01",
         "--arm", "base", "{}", "--arm", "small", '{"decode_batch": 16}', "--json", str(out),
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "| arm | audio-s/s min / med / max |" in done.stdout
-    assert "| small |" in done.stdout and "| base |" in done.stdout
+    )  # fmt: skip
+    assert "| arm | audio-s/s min / med / max |" in stdout
+    spread = r"[\d.,]+ / [\d.,]+ / [\d.,]+"
+    assert re.search(rf"\| base \| {spread} \| {spread} \| — \| — \|", stdout), stdout
+    # the later arm's ratios to the first, paired round by round
+    assert re.search(rf"\| small \| {spread} \| {spread} \| {spread} \| {spread} \|", stdout)
     doc = json.loads(out.read_text())
     assert doc["arms"] == {"base": {}, "small": {"decode_batch": 16}}
     runs = doc["results"]["length/waveform/single"]
