@@ -232,8 +232,9 @@ class DaliAsrSettings:
     soak the memory moved in those steps by up to 6 %. null: DALI's default."""
     host_pool_threshold: int | None = 2**20
     """DALI's host allocations of this many bytes or more come from DALI's own pool, which
-    keeps and reuses its memory (``DALI_MALLOC_POOL_THRESHOLD``, for the whole process; read by
-    DALI once, at its first host allocation: the loader sets it when it is made). DALI's own
+    keeps and reuses its memory (``DALI_MALLOC_POOL_THRESHOLD``, for the whole process; DALI
+    reads it once, for its first host buffer, which the first loader makes with the variable
+    set, then removes it: children do not inherit it). DALI's own
     threshold (32 MiB) leaves each iteration's decoded audio (up to ~30 MB, a fresh block every
     iteration) to glibc, whose heaps it fragments: in a soak the process's memory rose in
     steps of such a block, +7.4 % in 8 minutes; with 1 MiB, within 0.3 % and 10 % lower

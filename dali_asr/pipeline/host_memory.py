@@ -26,6 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import numpy as np
 from nvidia.dali import backend as dali_backend
 
 from dali_asr.config import DaliAsrSettings
@@ -58,11 +59,11 @@ DALI_POOL_ENV = "DALI_MALLOC_POOL_THRESHOLD"
 
 _set: dict[str, float] | None = None
 """What this process's first loader set: glibc fixes its arena limit once, so later loaders'
-values would not all take effect; the first stands, for DALI's threshold too."""
+values would not all take effect; the first stands, for DALI's thresholds too."""
 
 
 def tune_host_memory(settings: DaliAsrSettings) -> dict[str, float]:
-    """Set glibc's knobs and DALI's shrink threshold to ``settings``' values for the whole
+    """Set glibc's knobs and DALI's two thresholds to ``settings``' values for the whole
     process; what it set.
 
     A knob is left alone when its value is None, or when the process's environment chose it
@@ -108,9 +109,14 @@ def _tune_dali(settings: DaliAsrSettings) -> dict[str, float]:
         done["host_buffer_shrink_threshold"] = shrink
     pool = settings.host_pool_threshold
     if pool is not None and DALI_POOL_ENV not in os.environ:
-        # DALI has no call for it: it reads its environment when it makes its host memory
-        # resource, at the process's first host allocation.
+        # DALI has no call for it: it reads its environment once, when it makes its host
+        # memory resource for its first host buffer. Making one now, then putting the
+        # environment back, keeps the variable out of the process's children.
         os.environ[DALI_POOL_ENV] = str(pool)
+        try:
+            dali_backend.TensorListCPU([np.zeros(1, np.uint8)])
+        finally:
+            del os.environ[DALI_POOL_ENV]
         done["host_pool_threshold"] = pool
     return done
 
