@@ -23,20 +23,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench_common import BenchConfig, ChildSpec
+from bench_common import BenchConfig
 from run import (
     HERE,
     SCRIPTS,
     WARM_EPOCHS,
     Dataset,
     Subject,
+    child_spec,
     resolve_dataset,
     run_child,
     select_configs,
     single_pass_batches,
     size_epochs,
-    storage_for,
-    task_for,
 )
 from tqdm import tqdm
 
@@ -46,7 +45,7 @@ METRICS = (
 )
 
 
-def spread(values: list[float], fmt: str = "{:,.0f}") -> str:
+def spread(values: list[float], fmt: str) -> str:
     return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
@@ -60,18 +59,8 @@ class Runner:
         self.single = single_pass_batches(ds, split, config, {}) if config.mode == "train" else 0
 
     def run(self, dali: dict[str, Any], epochs: int) -> dict[str, Any]:
-        spec = ChildSpec(
-            subject="dali-asr",
-            data=str(self.ds.data),
-            split=self.split,
-            tokenizer=str(self.ds.tokenizer),
-            config=self.config.name,
-            task=task_for(self.config, self.single * epochs or None, {}),
-            storage=storage_for(self.config, str(self.ds.stats_tsv) if self.ds.stats_tsv else None),
-            epochs=epochs,
-            threads=self.subject.threads or 2,
-            dali=dali,
-        )
+        cap = self.single * epochs or None
+        spec = child_spec(self.ds, self.split, self.config, self.subject, cap, epochs, dali=dali)
         result = run_child(self.subject, spec, self.timeout)
         if "error" in result:
             raise SystemExit(f"{self.config.name} with {json.dumps(dali)}: {result['error']}")

@@ -158,6 +158,34 @@ def single_pass_batches(
         return len(loader)
 
 
+def child_spec(
+    ds: Dataset,
+    split: str,
+    config: BenchConfig,
+    subject: Subject,
+    cap: int | None,
+    epochs: int,
+    overrides: dict[str, Any] | None = None,
+    device: str = "cpu",
+    dali: dict[str, Any] | None = None,
+) -> ChildSpec:
+    """What one child of ``subject`` measures: ``epochs`` of ``config``, at most ``cap``
+    batches."""
+    return ChildSpec(
+        subject=subject.name,
+        data=str(ds.data),
+        split=split,
+        tokenizer=str(ds.tokenizer),
+        config=config.name,
+        task=task_for(config, cap, overrides or {}),
+        storage=storage_for(config, str(ds.stats_tsv) if ds.stats_tsv else None),
+        epochs=epochs,
+        threads=subject.threads or 0,
+        device=device,
+        dali=dali or {},
+    )
+
+
 def run_child(subject: Subject, spec: ChildSpec, timeout: float) -> dict[str, Any]:
     cmd = [subject.python, str(subject.script), spec.to_json()]
     try:
@@ -257,19 +285,7 @@ def run_benchmark(
                     f"{config.name} {subject.name} {subject.threads or ''} "
                     f"{'warm-up' if k < warmup else f'pass {k - warmup + 1}'}"
                 )
-                spec = ChildSpec(
-                    subject=subject.name,
-                    data=str(ds.data),
-                    split=split,
-                    tokenizer=str(ds.tokenizer),
-                    config=config.name,
-                    task=task_for(config, cap, overrides),
-                    storage=storage_for(config, str(ds.stats_tsv) if ds.stats_tsv else None),
-                    epochs=n,
-                    threads=subject.threads or 0,
-                    device=device,
-                    dali=dali or {},
-                )
+                spec = child_spec(ds, split, config, subject, cap, n, overrides, device, dali)
                 result = run_child(subject, spec, timeout)
                 raw.append(
                     {

@@ -234,11 +234,11 @@ class DaliAsrSettings:
     """DALI's host allocations of this many bytes or more come from DALI's own pool, which
     keeps and reuses its memory (``DALI_MALLOC_POOL_THRESHOLD``, for the whole process; DALI
     reads it once, for its first host buffer, which the first loader makes with the variable
-    set, then removes it: children do not inherit it). DALI's own
-    threshold (32 MiB) leaves each iteration's decoded audio (up to ~30 MB, a fresh block every
-    iteration) to glibc, whose heaps it fragments: in a soak the process's memory rose in
-    steps of such a block, +7.4 % in 8 minutes; with 1 MiB, within 0.3 % and 10 % lower
-    (benchmarks/RESULTS.md). 0: no pool; null: DALI's default."""
+    set, then removes it: children do not inherit it). DALI's own threshold (32 MiB) leaves
+    each iteration's decoded audio (up to ~30 MB, a fresh block every iteration) to glibc,
+    whose heaps it fragments: in a soak the process's memory rose in steps of such a block,
+    +7.4 % in 8 minutes; with 1 MiB, within 0.3 % and 10 % lower (benchmarks/RESULTS.md).
+    0: no pool; null: DALI's default."""
     pad_to_multiple: int = 1
     """Pad the time axis of every batch to a multiple of this (static shapes)."""
     telemetry_log_every: int | None = None
