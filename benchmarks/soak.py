@@ -159,7 +159,9 @@ class Sampler(threading.Thread):
         if feeder is not None:  # how full the loader's queues are (private, for diagnosis)
             out["q_planned"] = float(feeder._planned.qsize())
             out["q_ready"] = float(feeder._ready.qsize())
-            out["in_dali"] = float(sum(len(p.examples) for g in feeder._in_dali for p in g))
+            out["in_dali"] = float(
+                sum(len(p.examples) for lane in feeder.lanes for g in lane.in_dali for p in g)
+            )
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("RssAnon:"):

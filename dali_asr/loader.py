@@ -194,6 +194,7 @@ class AsrLoader:
                 prefetch_queue_depth=settings.prefetch_queue_depth,
                 on_bad_audio=settings.on_bad_audio,
                 decode_batch=settings.decode_batch,
+                decode_pipelines=settings.decode_pipelines,
                 decode_samples=decode_samples(self.task, settings.decode_samples),
                 fill_empty=self.world_size > 1,
             ),

@@ -7,8 +7,9 @@ import weakref
 from collections.abc import Iterator
 
 from dali_asr.batch import Seq2SeqBatch
-from dali_asr.pipeline.feeding import END, Failure, Feeder
+from dali_asr.pipeline.feeding import Feeder
 from dali_asr.pipeline.gpu_collate import hand_over
+from dali_asr.pipeline.plan_thread import END, Failure
 from dali_asr.planning.epoch_plan import EpochEnd, EpochRun, Resume
 from dali_asr.report import HeldReport, SkipReport
 from dali_asr.telemetry import Telemetry

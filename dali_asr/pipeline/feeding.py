@@ -1,13 +1,10 @@
 """The threads behind an epoch: planning, and feeding DALI and collating its outputs.
 
-A planning thread puts planned batches (with encoded audio) in a bounded queue. When an
-epoch's plan ends it goes on with the next epoch's (``follow``), so the next epoch's first
-batches are read and decoded while the training loop finishes this one, as DALI's own readers
-run ahead across epochs: an ``EpochEnd`` between the two epochs' batches tells the loop where
-one ends. A feeding
-thread owns the DALI pipeline: DALI calls ``_source`` for each iteration it schedules (so its
-threads decode ``prefetch_queue_depth`` batches ahead), and the feeding thread collates each
-output into a ``Seq2SeqBatch`` for a second bounded queue, which the training loop drains.
+A planning thread (``plan_thread``) puts planned batches in a bounded queue, the next epoch's
+after this one's. A feeding thread owns the DALI pipelines (``decode_pipelines`` lanes, run in
+turn): DALI calls ``_source`` for each iteration it schedules (so its threads decode
+``prefetch_queue_depth`` batches ahead), and the feeding thread collates each output into a
+``Seq2SeqBatch`` for a second bounded queue, in plan order, which the training loop drains.
 
 Bad audio never ends the epoch: bytes that cannot be audio are dropped before DALI sees them;
 when a file still fails inside DALI (which invalidates the pipeline), the batches in flight are
@@ -23,7 +20,7 @@ the threads run; their finalizers call ``stop()``.
 from __future__ import annotations
 
 import atexit
-import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -39,14 +36,14 @@ from dali_asr.pipeline.audio_check import check_decoded, describe_format, probe,
 from dali_asr.pipeline.collate import BatchMaker
 from dali_asr.pipeline.delivery import Delivery
 from dali_asr.pipeline.graph import build_pipeline
+from dali_asr.pipeline.lanes import InPlanOrder, Lane
+from dali_asr.pipeline.plan_thread import END, Failure, plan_epochs
 from dali_asr.pipeline.settings import PipelineSettings
 from dali_asr.planning.epoch_plan import EpochEnd, EpochRun, Planned
 from dali_asr.report import KnownBad
 from dali_asr.storage.examples import Example
 
 log = logging.getLogger(__name__)
-
-END = object()
 
 PLANNED_BATCHES = 16
 """Planned batches (with their encoded audio) waiting for DALI. Planning comes in bursts, a
@@ -65,13 +62,6 @@ def _stop_all() -> None:
         feeder.stop()
 
 
-class Failure:
-    """An exception travelling from a worker thread to the training loop."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
 class Feeder:
     """Runs the threads of an epoch and of the epochs that ``follow`` it; ``get()`` hands out
     batches, an ``EpochEnd`` between two epochs and END after the last; ``stop()`` ends
@@ -87,25 +77,27 @@ class Feeder:
         known_bad: KnownBad | None = None,
         follow: Callable[[EpochRun], EpochRun | None] | None = None,
     ) -> None:
-        self.first, self.follow = first, follow
         self.maker = maker
         self.settings = settings
         self.known_bad = known_bad if known_bad is not None else KnownBad()
         self._planned: queue.Queue = queue.Queue(maxsize=PLANNED_BATCHES)
         self._ready: queue.Queue = queue.Queue(maxsize=max(1, num_prefetch))
         self._stop = threading.Event()
-        self._in_dali: deque[list[Planned | EpochEnd]] = deque()
+        self.lanes = [Lane() for _ in range(settings.decode_pipelines)]
+        self._order = InPlanOrder()
         self._replay: deque[Planned | EpochEnd] = deque()
         self._held: object = None
         self._ended: object = None
         self.delivery = self._delivery()
-        self._tail: list[
-            Planned | EpochEnd
-        ] = []  # all-bad batches after the last file given to DALI
+        # all-bad batches after the last file given to DALI
+        self._tail: list[Planned | EpochEnd] = []
         self._source_end: object = END
         _LIVE.add(self)
+        plan = functools.partial(
+            plan_epochs, first, follow, functools.partial(self._put, self._planned), self._stop
+        )
         self.threads = [
-            threading.Thread(target=self._plan, name="dali-asr-plan", daemon=True),
+            threading.Thread(target=plan, name="dali-asr-plan", daemon=True),
             threading.Thread(target=self._feed, name="dali-asr-feed", daemon=True),
         ]
         for t in self.threads:
@@ -140,43 +132,6 @@ class Feeder:
             if t is not threading.current_thread():
                 t.join(timeout=30)
 
-    # -- planning thread -----------------------------------------------------------------------
-
-    def _plan(self) -> None:
-        run: EpochRun | None = self.first
-        try:
-            while run is not None:
-                planned = 0
-                # closing() ends the plan (and its read-ahead pool) when this thread stops early
-                with contextlib.closing(run.plan()) as plan:
-                    for batch in plan:
-                        batch.report = run.report
-                        planned += 1
-                        if not self._put(self._planned, batch):
-                            return
-                # an epoch of no batches would be followed by as empty ones without end
-                run = self._next_run(run) if planned else None
-                if run is not None and not self._put(self._planned, EpochEnd(run)):
-                    return
-            self._put(self._planned, END)
-        except BaseException as e:
-            self._put(self._planned, Failure(e))
-
-    def _next_run(self, run: EpochRun) -> EpochRun | None:
-        """The epoch after ``run``, or None: following is off, the feeder stopped, or the next
-        epoch cannot be set up (the next ``iter()`` sets it up afresh and meets that error
-        itself, where this epoch's training loop would take it for its own). Tiny epochs may
-        be planned several ahead: the queues bound the work, not the epochs. (Waiting here for
-        the loop to start the next epoch would deadlock: DALI returns an iteration's outputs
-        only once its source has given the iteration after it.)"""
-        if self.follow is None or self._stop.is_set():
-            return None
-        try:
-            return self.follow(run)
-        except Exception:
-            log.debug("the next epoch could not be planned ahead", exc_info=True)
-            return None
-
     # -- feeding thread ------------------------------------------------------------------------
 
     def _skip(self, planned: Planned, ex: Example, reason: str, detail: str = "") -> None:
@@ -187,8 +142,9 @@ class Feeder:
         assert planned.report is not None
         planned.report.add(key, reason)
 
-    def _source(self) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
-        """Called by DALI, in the feeding thread, for every iteration it schedules: one or
+    def _source(self, lane: Lane) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
+        """Called by ``lane``'s DALI pipeline, in the feeding thread, for every iteration it
+        schedules: one or
         more planned batches, up to ``decode_batch`` files and ``decode_samples`` samples of
         audio when more are ready, so DALI's threads are not left idle by a batch of two long
         files. Errors end the epoch through ``_source_end``: DALI would report them as its
@@ -232,7 +188,7 @@ class Feeder:
             group.append(item)
             files += len(item.examples)
             samples += size
-        self._in_dali.append(group)
+        lane.in_dali.append(group)
         encoded = [ex.audio for planned in group for ex in planned.examples]
         augmenter = self.maker.augmenter
         if augmenter is None or not augmenter.perturbs_speed:
@@ -255,15 +211,15 @@ class Feeder:
             return self._ended
         if wait:
             item = self._take(self._planned)
-            if item is END or isinstance(item, Failure):
-                self._ended = item
-            return item
-        try:
-            item = self._planned.get_nowait()
-        except queue.Empty:
-            return None
+        else:
+            try:
+                item = self._planned.get_nowait()
+            except queue.Empty:
+                return None
         if item is END or isinstance(item, Failure):
             self._ended = item
+        else:
+            self._order.taken(item)  # type: ignore[arg-type]
         return item
 
     def _sniffed(self, planned: Planned | EpochEnd) -> list[Example]:
@@ -278,11 +234,11 @@ class Feeder:
                 self._skip(planned, ex, reason, f" ({describe_format(ex.audio)})")
         return kept
 
-    def _build(self):
+    def _build(self, lane: Lane):
         s = self.settings
         augmenter = self.maker.augmenter
         pipe = build_pipeline(
-            self._source,
+            lambda: self._source(lane),
             max_batch_size=s.max_batch_size + s.decode_batch,
             num_threads=s.num_threads,
             device=s.device,
@@ -296,32 +252,47 @@ class Feeder:
 
     def _feed(self) -> None:
         try:
-            pipe = self._build()
-            while not self._stop.is_set():
-                try:
-                    outputs = self.maker.run(pipe)
-                except StopIteration:
-                    break
-                except RuntimeError as e:
-                    if isinstance(self._source_end, Failure):
-                        break
-                    del pipe  # invalid after a failure
-                    pipe = self._recover(e)
-                    continue
-                offset = 0
-                for planned in self._in_dali.popleft():
-                    batch = self._collate(planned, outputs, offset)
-                    offset += len(planned.examples)
-                    if not self._settle(planned, batch):
+            for lane in self.lanes:
+                lane.pipe = self._build(lane)
+            live = list(self.lanes)
+            while live and not self._stop.is_set():
+                for lane in list(live):
+                    if not self._step(lane):
+                        live.remove(lane)
+                    if not self._deliver_in_order():
                         return
             for planned in self._tail:
-                if not self._settle(planned, None):
-                    return
+                self._order.made(planned, None)
+            if not self._deliver_in_order():
+                return
             self.delivery.finish()
             end = self._source_end
             self._put(self._ready, end if isinstance(end, Failure) else END)
         except BaseException as e:
             self._put(self._ready, Failure(e))
+
+    def _step(self, lane: Lane) -> bool:
+        """One DALI iteration of ``lane``, its planned batches collated; False when the lane
+        has ended (all it was given is decoded, or the plan failed)."""
+        try:
+            outputs = self.maker.run(lane.pipe)
+        except StopIteration:
+            return False
+        except RuntimeError as e:
+            if isinstance(self._source_end, Failure):
+                return False
+            lane.pipe = None  # invalid after a failure
+            lane.pipe = self._recover(lane, e)
+            return True
+        offset = 0
+        for planned in lane.in_dali.popleft():
+            self._order.made(planned, self._collate(planned, outputs, offset))
+            offset += len(planned.examples)
+        return True
+
+    def _deliver_in_order(self) -> bool:
+        """Settle the planned batches now due, in plan order; False when stopped."""
+        return all(self._settle(planned, batch) for planned, batch in self._order.due())
 
     def _delivery(self) -> Delivery:
         return Delivery(lambda batch: self._put(self._ready, batch), self.settings.fill_empty)
@@ -335,11 +306,11 @@ class Feeder:
             return self._put(self._ready, planned)
         return self.delivery.deliver(planned, batch)
 
-    def _recover(self, error: RuntimeError):
-        """A file failed inside DALI: probe the batches in flight, drop the bad files, rebuild
-        the pipeline and replay what is left, in order."""
-        in_flight = [planned for group in self._in_dali for planned in group]
-        self._in_dali.clear()
+    def _recover(self, lane: Lane, error: RuntimeError):
+        """A file failed inside ``lane``'s pipeline: probe the batches in flight there, drop the
+        bad files, rebuild the pipeline and replay what is left, in order."""
+        in_flight = [planned for group in lane.in_dali for planned in group]
+        lane.in_dali.clear()
         examples = [ex for planned in in_flight for ex in planned.examples]
         verdicts = iter(probe([ex.audio for ex in examples]))
         bad = 0
@@ -364,7 +335,7 @@ class Feeder:
             len(in_flight),
         )
         self._replay.extendleft(reversed(replay))
-        return self._build()
+        return self._build(lane)
 
     def _collate(self, planned: Planned, outputs, offset: int) -> Seq2SeqBatch | None:
         """The batch of ``planned``, whose audio is DALI's outputs from ``offset`` on, less

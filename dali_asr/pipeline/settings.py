@@ -37,6 +37,7 @@ class PipelineSettings:
     prefetch_queue_depth: int
     on_bad_audio: str
     decode_batch: int = 128
+    decode_pipelines: int = 1
     decode_samples: int | None = None
     fill_empty: bool = False
     """A planned batch that loses every example to bad audio is delivered as a filler (see

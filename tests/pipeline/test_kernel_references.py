@@ -101,6 +101,23 @@ def test_collate_audio_pads_normalises_and_masks(channels, norm) -> None:
         assert not mask[b, :n].any() and mask[b, n:].all()
 
 
+def test_collate_audio_writes_every_cell_of_reused_memory() -> None:
+    """The batch is allocated without zeroing: its padding and mask are written row by row,
+    whatever the allocator's reused block held before (here NaN and True)."""
+    rng = np.random.default_rng(3)
+    samples = _ragged(rng, 6, None)
+    width = max(len(s) for s in samples)
+    for _ in range(3):
+        dirty = np.full((len(samples), width), np.nan, np.float32)
+        dirty_mask = np.ones((len(samples), width), dtype=bool)
+        del dirty, dirty_mask  # their blocks go back to the allocator for the next ones
+        out, mask = collate_audio(samples)
+        for b, s in enumerate(samples):
+            assert np.array_equal(out[b, : len(s)], s)
+            assert not out[b, len(s) :].any() and not np.isnan(out[b]).any()
+            assert not mask[b, : len(s)].any() and mask[b, len(s) :].all()
+
+
 def test_constant_channel_normalises_to_zeros_not_nan() -> None:
     samples = [np.full((10, 2), 4.0, np.float32)]
     out, _ = collate_audio(samples, norm=STANDARDIZE)

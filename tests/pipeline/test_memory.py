@@ -124,7 +124,8 @@ def test_no_dali_iteration_exceeds_decode_batch_or_decode_samples(
     iterations, planned = epoch(
         small_dataset, espeak_tokenizer, decode_batch=12, decode_samples=1_200_000
     )
-    assert [n for it in iterations for n in it.batches] == planned  # each decoded once
+    # each decoded once (the two pipelines' iterations interleave: delivery is in plan order)
+    assert sorted(n for it in iterations for n in it.batches) == sorted(planned)
     for it in iterations:
         assert it.files == sum(it.batches)
         assert (it.files <= 12 and it.samples <= 1_200_000) or len(it.batches) == 1, it
@@ -139,5 +140,5 @@ def test_a_planned_batch_is_never_split_and_goes_whole_over_the_budget(
     first batch of a group always goes whole), however many wait."""
     for dali in ({"decode_samples": 1}, {"decode_batch": 1}):
         iterations, planned = epoch(small_dataset, espeak_tokenizer, **dali)
-        assert [it.batches for it in iterations] == [[n] for n in planned], dali
+        assert sorted(it.batches for it in iterations) == sorted([n] for n in planned), dali
         assert max(planned) > 1
