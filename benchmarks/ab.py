@@ -17,6 +17,7 @@ percent, which is what a setting's change needs (benchmarks/RESULTS.md).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -60,8 +61,11 @@ class Runner:
 
     def run(self, dali: dict[str, Any], epochs: int) -> dict[str, Any]:
         cap = self.single * epochs or None
-        spec = child_spec(self.ds, self.split, self.config, self.subject, cap, epochs, dali=dali)
-        result = run_child(self.subject, spec, self.timeout)
+        # the child takes num_threads from its subject's threads, which would hide the arm's
+        threads = dali.get("num_threads", self.subject.threads)
+        subject = dataclasses.replace(self.subject, threads=threads)
+        spec = child_spec(self.ds, self.split, self.config, subject, cap, epochs, dali=dali)
+        result = run_child(subject, spec, self.timeout)
         if "error" in result:
             raise SystemExit(f"{self.config.name} with {json.dumps(dali)}: {result['error']}")
         return result

@@ -22,7 +22,7 @@ from dali_asr.pipeline.cuda_env import device_index, resolve_auto_budget, resolv
 from dali_asr.pipeline.epoch import Epoch
 from dali_asr.pipeline.feeding import Feeder
 from dali_asr.pipeline.host_memory import tune_host_memory
-from dali_asr.pipeline.settings import PipelineSettings, decode_samples
+from dali_asr.pipeline.settings import PipelineSettings, decode_pipelines, decode_samples
 from dali_asr.planning import sharding
 from dali_asr.planning.epoch_plan import Deal, EpochRun, Resume, planned_batches
 from dali_asr.planning.planners import (
@@ -194,7 +194,7 @@ class AsrLoader:
                 prefetch_queue_depth=settings.prefetch_queue_depth,
                 on_bad_audio=settings.on_bad_audio,
                 decode_batch=settings.decode_batch,
-                decode_pipelines=settings.decode_pipelines,
+                decode_pipelines=decode_pipelines(settings.decode_pipelines, settings.num_threads),
                 decode_samples=decode_samples(self.task, settings.decode_samples),
                 fill_empty=self.world_size > 1,
             ),

@@ -202,7 +202,8 @@ def test_ab_alternates_the_arms_and_pairs_their_ratios(tmp_path: Path, espeak_ro
     out = tmp_path / "ab.json"
     stdout = run_script(
         "ab.py", espeak_root, "--rounds", "2", "--min-pass-s", "0.01",
-        "--arm", "base", "{}", "--arm", "small", '{"decode_batch": 16}', "--json", str(out),
+        "--arm", "base", "{}", "--arm", "small", '{"decode_batch": 16, "num_threads": 1}',
+        "--json", str(out),
     )  # fmt: skip
     assert "| arm | audio-s/s min / med / max |" in stdout
     spread = r"[\d.,]+ / [\d.,]+ / [\d.,]+"
@@ -210,7 +211,7 @@ def test_ab_alternates_the_arms_and_pairs_their_ratios(tmp_path: Path, espeak_ro
     # the later arm's ratios to the first, paired round by round
     assert re.search(rf"\| small \| {spread} \| {spread} \| {spread} \| {spread} \|", stdout)
     doc = json.loads(out.read_text())
-    assert doc["arms"] == {"base": {}, "small": {"decode_batch": 16}}
+    assert doc["arms"] == {"base": {}, "small": {"decode_batch": 16, "num_threads": 1}}
     runs = doc["results"]["length/waveform/single"]
     # A B, then B A: neither arm always goes first
     assert [r["order"] for r in runs["base"]] == [0, 3]
@@ -218,3 +219,5 @@ def test_ab_alternates_the_arms_and_pairs_their_ratios(tmp_path: Path, espeak_ro
     for r in runs["base"] + runs["small"]:
         assert r["audio_s"] > 0 and r["wall_s"] > 0 and r["cpu_s"] > 0
     assert runs["base"][0]["audio_s"] == pytest.approx(runs["small"][0]["audio_s"])
+    # an arm's num_threads reaches its loader (the child would take the subject's else)
+    assert [r["threads"] for r in runs["base"] + runs["small"]] == [2, 2, 1, 1]

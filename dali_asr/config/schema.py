@@ -197,14 +197,11 @@ class DaliAsrSettings:
     epochs): the next ``iter()`` starts without a stall. The next epoch's skipped examples are
     counted when the loop starts it. False: an epoch's threads and DALI pipeline end with it,
     so that a loader used now and then (validation) holds nothing in between."""
-    decode_pipelines: int = 2
-    """DALI pipelines decoding in turn, each with ``num_threads`` threads and
-    ``prefetch_queue_depth`` iterations ahead; batches still leave in plan order. DALI's audio
-    decoder opens every file of an iteration (its headers; an OGG file's Vorbis codebooks) on
-    one thread before its threads decode, and the CPU operators of one pipeline never run at
-    once: with one pipeline, a core waited through each iteration's opening. With two, one
-    opens while the other decodes (benchmarks/RESULTS.md, 2026-12-07). 1: one pipeline, half
-    the iterations in flight."""
+    decode_pipelines: int | None = None
+    """DALI pipelines decoding in turn (batches still leave in plan order): DALI opens an
+    iteration's files on one thread while its workers wait, and with two one opens while the
+    other decodes. None: two where cores > ``num_threads`` + 2, else one (docs/ARCHITECTURE.md,
+    benchmarks/RESULTS.md 2026-12-07)."""
     decode_batch: int = 128
     """Files per DALI iteration: consecutive planned batches are decoded together up to this
     many files (when they are ready), so a batch of two long files does not idle the threads,
@@ -332,7 +329,11 @@ class LoaderConfig:
             ">= 1 or null",
         )
         _require(d.decode_batch >= 1, "dali_asr.decode_batch", ">= 1")
-        _require(d.decode_pipelines >= 1, "dali_asr.decode_pipelines", ">= 1")
+        _require(
+            d.decode_pipelines is None or d.decode_pipelines >= 1,
+            "dali_asr.decode_pipelines",
+            ">= 1 or null (two where cores > num_threads + 2, else one)",
+        )
         for key in ("malloc_arena_max", "malloc_trim_threshold", "malloc_mmap_threshold"):
             value = getattr(d, key)
             _require(value is None or value >= 1, f"dali_asr.{key}", ">= 1 or null (glibc's)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dali_asr.config import AsrTaskConfig, BatchingStrategy
+from dali_asr.storage.examples import CORES
 
 BATCHES_PER_ITERATION = 8
 """Full planned batches one DALI iteration may decode by default. Each iteration has a serial
@@ -26,6 +27,14 @@ def decode_samples(task: AsrTaskConfig, setting: int | None) -> int:
     else:
         largest = max(task.max_num_elements, task.max_audio_len)
     return BATCHES_PER_ITERATION * largest
+
+
+def decode_pipelines(setting: int | None, num_threads: int, cores: int = CORES) -> int:
+    """DALI pipelines for the feeding thread: the setting, else two where a core is left beside
+    DALI's workers and the loader's planning and feeding threads, else one."""
+    if setting is not None:
+        return setting
+    return 2 if cores > num_threads + 2 else 1
 
 
 @dataclass

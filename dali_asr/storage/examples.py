@@ -27,8 +27,9 @@ from dali_asr.storage.row_groups import (
 )
 from dali_asr.text import TextFilter
 
-_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-FILL_THREADS = max(1, min(4, _CORES or 1))
+CORES = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()) or 1
+"""The cores this process may run on."""
+FILL_THREADS = max(1, min(4, CORES))
 """Threads that read the row groups of one batch's audio at once (``AudioCache.fill``)."""
 
 

@@ -140,9 +140,10 @@ def loader_for(root: Path, tokenizer: Path | Tokenizer, **dali: object) -> AsrLo
     return AsrLoader(root, "train", cfg, tokenizer)
 
 
-def test_bad_rows_are_skipped_and_named(bad_dataset) -> None:
+@pytest.mark.parametrize("pipelines", [1, 2])
+def test_bad_rows_are_skipped_and_named(bad_dataset, pipelines: int) -> None:
     root, expected, too_short, n, tokenizer = bad_dataset
-    loader = loader_for(root, tokenizer)
+    loader = loader_for(root, tokenizer, decode_pipelines=pipelines)
     batches = list(loader)
     got = [k.row_group * 10 + k.row for b in batches for k in b.keys]
     skipped = {
@@ -414,15 +415,28 @@ def test_non_finite_samples_and_too_fast_speech_are_skipped(
     loader.close()
 
 
-def test_a_decode_failure_replays_the_plan_in_order(bad_dataset) -> None:
+@pytest.mark.parametrize(
+    ("pipelines", "shuffle"),
+    [
+        (1, {}),
+        (2, {}),
+        # the bad files in the second pipeline's iterations (found by trying seeds)
+        (2, {"seed": 3, "example_shuffle_window": 0}),
+    ],
+    ids=["one pipeline", "two, failing in the first", "two, failing in the second"],
+)
+def test_a_decode_failure_replays_the_plan_in_order(
+    bad_dataset, pipelines: int, shuffle: dict
+) -> None:
     """After DALI fails on a file, the batches in flight are probed and replayed: the loop
     receives the plan's batches in the plan's order, each with its examples in the plan's
-    order, less the bad examples (and the batches left with none)."""
+    order, less the bad examples (and the batches left with none). With two pipelines, the
+    failure invalidates one; the other goes on, and the replayed batches take their turn."""
     root, *_, tokenizer = bad_dataset
     doc = {
-        "asr_task_config": {**TASK, "batching_strategy": "STATIC", "batch_size": 3},
+        "asr_task_config": {**TASK, "batching_strategy": "STATIC", "batch_size": 3, **shuffle},
         "mixture_parquet_storage_config": {"sync_mode": "UNTIL_LAST"},
-        "dali_asr": {"decode_batch": 12},
+        "dali_asr": {"decode_batch": 3, "decode_pipelines": pipelines},
     }
     planner = AsrLoader(root, "train", config_from_dict(doc), tokenizer)
     plan = [[str(example_key(planner.files.files, ex)) for ex in b] for b in planner.plan()]

@@ -4,6 +4,7 @@ loader: real parquet rows, the real DALI graph."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from dali_asr.config import config_from_dict
 from dali_asr.errors import ConfigError
 from dali_asr.loader import AsrLoader
 from dali_asr.pipeline.collate import BatchMaker, Decoded
+from dali_asr.pipeline.settings import decode_pipelines
 
 
 class PipeRecorder(BatchMaker):
@@ -79,15 +81,24 @@ def test_two_pipelines_deliver_what_one_delivers_in_plan_order(
     rec = loader2.recorder
     # both pipelines decoded, in turn: iterations came back out of plan order
     assert len(set(rec.pipes)) == 2
-    assert sum(a != b for a, b in zip(rec.pipes, rec.pipes[1:])) >= len(rec.pipes) // 2
+    assert sum(a != b for a, b in pairwise(rec.pipes)) >= len(rec.pipes) // 2
     assert [n for sizes in rec.sizes for n in sizes] != planned
     # and the batches left in plan order, each as one pipeline makes it
     assert [b.batch_size for b in two] == planned
-    assert len(one) == len(two) and all(same(a, b) for a, b in zip(one, two))
+    assert len(one) == len(two) and all(same(a, b) for a, b in zip(one, two, strict=True))
     assert [b.plan_index for b in two] == list(range(len(planned)))
 
 
 def test_setting_default_and_validation() -> None:
-    assert config_from_dict({}).dali_asr.decode_pipelines == 2
+    assert config_from_dict({}).dali_asr.decode_pipelines is None
     with pytest.raises(ConfigError, match=r"dali_asr\.decode_pipelines"):
         config_from_dict({"dali_asr": {"decode_pipelines": 0}}).validate()
+
+
+def test_two_pipelines_where_a_core_is_left_beside_dali_and_the_loader() -> None:
+    assert decode_pipelines(None, num_threads=2, cores=2) == 1  # the project's CPU machine
+    assert decode_pipelines(None, num_threads=2, cores=4) == 1
+    assert decode_pipelines(None, num_threads=2, cores=5) == 2
+    assert decode_pipelines(None, num_threads=8, cores=16) == 2  # a GPU node
+    assert decode_pipelines(None, num_threads=14, cores=16) == 1
+    assert decode_pipelines(3, num_threads=2, cores=2) == 3  # the setting wins
