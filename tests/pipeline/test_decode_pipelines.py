@@ -9,43 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.recording import InspectedLoader
 
 from dali_asr.batch import Seq2SeqBatch
 from dali_asr.config import config_from_dict
 from dali_asr.errors import ConfigError
-from dali_asr.loader import AsrLoader
-from dali_asr.pipeline.collate import BatchMaker, Decoded
 from dali_asr.pipeline.settings import decode_pipelines
 
 
-class PipeRecorder(BatchMaker):
-    """The loader's CPU maker, recording which pipeline ran each iteration and the planned
-    batches' sizes collated from it."""
-
-    def __init__(self, maker: BatchMaker) -> None:
-        self.__dict__.update(vars(maker))
-        self.pipes: list[int] = []
-        self.sizes: list[list[int]] = []
-
-    def run(self, pipe) -> tuple:
-        self.pipes.append(id(pipe))
-        self.sizes.append([])
-        return super().run(pipe)
-
-    def decoded(self, outputs, rows: range) -> Decoded:
-        self.sizes[-1].append(len(rows))
-        return super().decoded(outputs, rows)
-
-
-class RecordedLoader(AsrLoader):
-    recorder: PipeRecorder
-
-    def batch_maker(self) -> BatchMaker:
-        self.recorder = PipeRecorder(super().batch_maker())
-        return self.recorder
-
-
-def epoch(root: Path, tokenizer: Path, pipelines: int) -> tuple[RecordedLoader, list]:
+def epoch(root: Path, tokenizer: Path, pipelines: int) -> tuple[InspectedLoader, list]:
     cfg = config_from_dict(
         {
             "asr_task_config": {
@@ -58,7 +30,7 @@ def epoch(root: Path, tokenizer: Path, pipelines: int) -> tuple[RecordedLoader, 
             "dali_asr": {"decode_pipelines": pipelines, "decode_batch": 12},
         }
     )
-    loader = RecordedLoader(root, "train", cfg, tokenizer)
+    loader = InspectedLoader(root, "train", cfg, tokenizer)
     return loader, list(loader)
 
 
@@ -78,11 +50,12 @@ def test_two_pipelines_deliver_what_one_delivers_in_plan_order(
     loader, one = epoch(small_dataset, espeak_tokenizer, 1)
     planned = [len(b) for b in loader.plan()]
     loader2, two = epoch(small_dataset, espeak_tokenizer, 2)
-    rec = loader2.recorder
+    iterations = loader2.recorder.iterations
+    pipes = [it.pipe for it in iterations]
     # both pipelines decoded, in turn: iterations came back out of plan order
-    assert len(set(rec.pipes)) == 2
-    assert sum(a != b for a, b in pairwise(rec.pipes)) >= len(rec.pipes) // 2
-    assert [n for sizes in rec.sizes for n in sizes] != planned
+    assert len(set(pipes)) == 2
+    assert sum(a != b for a, b in pairwise(pipes)) >= len(pipes) // 2
+    assert [n for it in iterations for n in it.batches] != planned
     # and the batches left in plan order, each as one pipeline makes it
     assert [b.batch_size for b in two] == planned
     assert len(one) == len(two) and all(same(a, b) for a, b in zip(one, two, strict=True))
