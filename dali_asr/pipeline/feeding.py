@@ -144,11 +144,10 @@ class Feeder:
 
     def _source(self, lane: Lane) -> list[np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]]:
         """Called by ``lane``'s DALI pipeline, in the feeding thread, for every iteration it
-        schedules: one or
-        more planned batches, up to ``decode_batch`` files and ``decode_samples`` samples of
-        audio when more are ready, so DALI's threads are not left idle by a batch of two long
-        files. Errors end the epoch through ``_source_end``: DALI would report them as its
-        own.
+        schedules: one or more planned batches, up to ``decode_batch`` files and
+        ``decode_samples`` samples of audio when more are ready, so DALI's threads are not left
+        idle by a batch of two long files. Errors end the epoch through ``_source_end``: DALI
+        would report them as its own.
 
         The sample budget bounds what one iteration decodes, and so the memory DALI and the
         heaps under it hold: counted in files only, a group of sixteen batches of two 30 s
@@ -270,6 +269,10 @@ class Feeder:
             self._put(self._ready, end if isinstance(end, Failure) else END)
         except BaseException as e:
             self._put(self._ready, Failure(e))
+        finally:
+            # the pipelines and their buffers go with the thread, not with the feeder
+            for lane in self.lanes:
+                lane.pipe = None
 
     def _step(self, lane: Lane) -> bool:
         """One DALI iteration of ``lane``, its planned batches collated; False when the lane
